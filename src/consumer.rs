@@ -1,0 +1,326 @@
+//! [`Consumer`]: a standalone reader of assigned partitions (consumer groups
+//! build on it).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::OffsetReset;
+use crate::db::Log;
+use crate::error::{Error, Result};
+use crate::partition::{self, Partition, Signal};
+use crate::record::ConsumerRecord;
+
+/// A topic and a partition number.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    /// The topic's name.
+    pub topic: String,
+    /// The partition number.
+    pub partition: u32,
+}
+
+impl TopicPartition {
+    /// Shorthand constructor.
+    pub fn new(topic: impl Into<String>, partition: u32) -> Self {
+        TopicPartition { topic: topic.into(), partition }
+    }
+}
+
+/// Consumer options.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConsumerConfig {
+    /// Where to start without a valid position (Kafka's `auto.offset.reset`).
+    pub offset_reset: OffsetReset,
+    /// Most records one `poll` returns (Kafka's `max.poll.records`, 500).
+    pub max_poll_records: usize,
+    /// Most bytes fetched from one partition per `poll` (Kafka's
+    /// `max.partition.fetch.bytes`, 1 MiB; at least one batch is always returned).
+    pub max_partition_fetch_bytes: usize,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            offset_reset: OffsetReset::Earliest,
+            max_poll_records: 500,
+            max_partition_fetch_bytes: 1 << 20,
+        }
+    }
+}
+
+impl ConsumerConfig {
+    /// Sets the reset policy.
+    #[must_use]
+    pub fn offset_reset(mut self, reset: OffsetReset) -> Self {
+        self.offset_reset = reset;
+        self
+    }
+
+    /// Sets `max_poll_records` (at least 1).
+    #[must_use]
+    pub fn max_poll_records(mut self, n: usize) -> Self {
+        self.max_poll_records = n.max(1);
+        self
+    }
+}
+
+/// An offset found by [`Consumer::offsets_for_times`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetAndTimestamp {
+    /// The earliest offset whose timestamp is at or after the one asked for.
+    pub offset: u64,
+    /// That record's timestamp.
+    pub timestamp: i64,
+}
+
+#[derive(Debug)]
+struct Assigned {
+    tp: TopicPartition,
+    partition: Partition,
+    position: Option<u64>,
+}
+
+/// Reads records from the partitions assigned to it, in offset order per
+/// partition. Move it to the thread that polls it.
+///
+/// ```
+/// # use logbus::*;
+/// # use std::time::Duration;
+/// # let dir = std::env::temp_dir().join(format!("logbus-doc-consumer-{}", std::process::id()));
+/// # let log = Log::open(&dir, LogConfig::default())?;
+/// log.create_topic("events", TopicConfig::new(1))?;
+/// log.producer("events")?.send(Record::new("hi"))?;
+/// let mut consumer = log.consumer(ConsumerConfig::default());
+/// consumer.assign(&[TopicPartition::new("events", 0)])?;
+/// let records = consumer.poll(Duration::from_secs(1))?;
+/// assert_eq!(records[0].value.as_deref(), Some(&b"hi"[..]));
+/// # drop(log); std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), logbus::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Consumer {
+    log: Log,
+    config: ConsumerConfig,
+    assigned: Vec<Assigned>,
+    signal: Arc<Signal>,
+    /// Partition the next poll starts with, so none starves.
+    next: usize,
+}
+
+impl Consumer {
+    pub(crate) fn new(log: Log, config: ConsumerConfig) -> Self {
+        Consumer {
+            log,
+            config,
+            assigned: Vec::new(),
+            signal: Signal::for_current_thread(),
+            next: 0,
+        }
+    }
+
+    /// Replaces the assignment. Partitions kept keep their positions.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopic`], [`Error::UnknownPartition`]; on error the
+    /// assignment is unchanged.
+    pub fn assign(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        let mut assigned = Vec::with_capacity(partitions.len());
+        for tp in partitions {
+            if assigned.iter().any(|a: &Assigned| &a.tp == tp) {
+                continue;
+            }
+            let topic = self.log.topic(&tp.topic)?;
+            let partition = topic.partition(tp.partition)?.clone();
+            let position = self.assigned.iter().find(|a| &a.tp == tp).and_then(|a| a.position);
+            assigned.push(Assigned { tp: tp.clone(), partition, position });
+        }
+        for a in &self.assigned {
+            a.partition.shared.waiters().unregister(&self.signal);
+        }
+        for a in &assigned {
+            a.partition.shared.waiters().register(&self.signal);
+        }
+        self.assigned = assigned;
+        self.next = 0;
+        Ok(())
+    }
+
+    /// The current assignment.
+    pub fn assignment(&self) -> Vec<TopicPartition> {
+        self.assigned.iter().map(|a| a.tp.clone()).collect()
+    }
+
+    fn find(&mut self, tp: &TopicPartition) -> Result<&mut Assigned> {
+        self.assigned.iter_mut().find(|a| &a.tp == tp).ok_or_else(|| Error::NotAssigned {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+        })
+    }
+
+    /// Sets the next offset to read. Checked against the log at the next
+    /// `poll`, where an offset out of range meets the reset policy.
+    ///
+    /// # Errors
+    /// [`Error::NotAssigned`].
+    pub fn seek(&mut self, tp: &TopicPartition, offset: u64) -> Result<()> {
+        self.find(tp)?.position = Some(offset);
+        Ok(())
+    }
+
+    /// Moves to the oldest stored record of each partition.
+    ///
+    /// # Errors
+    /// [`Error::NotAssigned`].
+    pub fn seek_to_beginning(&mut self, tps: &[TopicPartition]) -> Result<()> {
+        for tp in tps {
+            let a = self.find(tp)?;
+            a.position = Some(a.partition.log_start_offset());
+        }
+        Ok(())
+    }
+
+    /// Moves past the newest record of each partition.
+    ///
+    /// # Errors
+    /// [`Error::NotAssigned`].
+    pub fn seek_to_end(&mut self, tps: &[TopicPartition]) -> Result<()> {
+        for tp in tps {
+            let a = self.find(tp)?;
+            a.position = Some(a.partition.log_end_offset());
+        }
+        Ok(())
+    }
+
+    /// The next offset `poll` will return for `tp` (resolving the reset
+    /// policy if there is no position yet).
+    ///
+    /// # Errors
+    /// [`Error::NotAssigned`], [`Error::NoOffset`] with `OffsetReset::None`.
+    pub fn position(&mut self, tp: &TopicPartition) -> Result<u64> {
+        let reset = self.config.offset_reset;
+        let a = self.find(tp)?;
+        resolve_position(a, reset)
+    }
+
+    /// For each `(partition, timestamp)`, the earliest offset whose
+    /// timestamp is `>= timestamp` (`None` if every record is older).
+    /// Partitions need not be assigned.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopic`], [`Error::UnknownPartition`], [`Error::Corrupt`].
+    pub fn offsets_for_times(&self, query: &[(TopicPartition, i64)]) -> Result<Vec<Option<OffsetAndTimestamp>>> {
+        query
+            .iter()
+            .map(|(tp, ts)| {
+                let topic = self.log.topic(&tp.topic)?;
+                let found = topic.partition(tp.partition)?.shared.offset_for_time(*ts)?;
+                Ok(found.map(|(offset, timestamp)| OffsetAndTimestamp { offset, timestamp }))
+            })
+            .collect()
+    }
+
+    /// Returns the next records of the assigned partitions, waiting up to
+    /// `timeout` for some to arrive. Waiting parks the thread (no spinning
+    /// beyond a few microseconds); an append wakes it at once.
+    ///
+    /// # Errors
+    /// [`Error::OffsetOutOfRange`] or [`Error::NoOffset`] with
+    /// `OffsetReset::None`; [`Error::Corrupt`] if a stored batch fails its
+    /// CRC; [`Error::Closed`] if the log closed or a topic was deleted.
+    pub fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
+        let deadline = Instant::now() + timeout;
+        if self.signal.is_for_other_thread() {
+            // The consumer moved threads: the producer must unpark this one.
+            let signal = Signal::for_current_thread();
+            for a in &self.assigned {
+                a.partition.shared.waiters().unregister(&self.signal);
+                a.partition.shared.waiters().register(&signal);
+            }
+            self.signal = signal;
+        }
+        loop {
+            let records = self.fetch_once()?;
+            if !records.is_empty() || Instant::now() >= deadline || self.assigned.is_empty() {
+                return Ok(records);
+            }
+            let waiting: Vec<(u64, &Partition)> = self
+                .assigned
+                .iter()
+                .map(|a| (a.position.unwrap_or(u64::MAX), &a.partition))
+                .collect();
+            let parts: Vec<&partition::PartitionShared> = waiting.iter().map(|(_, p)| &*p.shared).collect();
+            partition::wait_for_data(&self.signal, &parts, deadline, || {
+                waiting.iter().any(|(pos, p)| p.log_end_offset() > *pos || p.shared.is_closed())
+            });
+        }
+    }
+
+    fn fetch_once(&mut self) -> Result<Vec<ConsumerRecord>> {
+        let n = self.assigned.len();
+        let max = self.config.max_poll_records;
+        let mut out = Vec::new();
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            let a = &mut self.assigned[i];
+            if a.partition.shared.is_closed() {
+                return Err(Error::Closed);
+            }
+            let position = resolve_position(a, self.config.offset_reset)?;
+            if position >= a.partition.log_end_offset() {
+                continue;
+            }
+            let fetched = match a.partition.fetch(position, self.config.max_partition_fetch_bytes) {
+                Ok(f) => f,
+                Err(Error::OffsetOutOfRange { .. }) => {
+                    // Retention moved the start past us between the checks.
+                    a.position = None;
+                    resolve_position(a, self.config.offset_reset)?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let shared = &a.partition.shared;
+            let next = partition::decode_into(&fetched, shared.topic(), shared.id(), position, max - out.len(), &mut out)?;
+            a.position = Some(next);
+            if out.len() >= max {
+                self.next = (i + 1) % n;
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The position to read from, applying the reset policy when there is none
+/// or it fell outside `[log start, log end]`.
+fn resolve_position(a: &mut Assigned, reset: OffsetReset) -> Result<u64> {
+    let (start, end) = (a.partition.log_start_offset(), a.partition.log_end_offset());
+    match a.position {
+        Some(p) if (start..=end).contains(&p) => return Ok(p),
+        Some(p) if reset == OffsetReset::None => {
+            return Err(Error::OffsetOutOfRange {
+                topic: a.tp.topic.clone(),
+                partition: a.tp.partition,
+                offset: p,
+                log_start: start,
+                log_end: end,
+            });
+        }
+        None if reset == OffsetReset::None => {
+            return Err(Error::NoOffset { topic: a.tp.topic.clone(), partition: a.tp.partition });
+        }
+        _ => {}
+    }
+    let p = if reset == OffsetReset::Latest { end } else { start };
+    a.position = Some(p);
+    Ok(p)
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        for a in &self.assigned {
+            a.partition.shared.waiters().unregister(&self.signal);
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! [`Log`]: the public handle on a data directory.
+//!
+//! Handle → shared → state: `Log` is a cheap clone of an `Arc<LogHandle>`
+//! whose drop (the last clone going away) closes the log; background
+//! threads hold only `Arc<LogShared>`, so they never keep the log open.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::config::{Durability, LogConfig, TopicConfig};
+use crate::consumer::{Consumer, ConsumerConfig};
+use crate::error::{Error, Result};
+use crate::io::DirLock;
+use crate::log::PartitionRecovery;
+use crate::producer::Producer;
+use crate::topic::{OpenContext, Topic, TopicShared, validate_topic_name};
+
+/// Present only between a clean `close` and the next `open` (Kafka's
+/// `.kafka_cleanshutdown`): its presence lets `open` trust every file.
+const CLEAN_SHUTDOWN_FILE: &str = ".clean_shutdown";
+/// Names the directory's format version, so a future format is refused.
+const META_FILE: &str = "logbus.meta";
+const META_KIND: &str = "meta";
+/// On-disk format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Directories being created or deleted carry this prefix, which no valid
+/// topic name has; `open` removes any left by a crash.
+const TRANSIENT_PREFIX: char = '~';
+
+/// What `Log::open` found and repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The previous session closed cleanly, so nothing was scanned.
+    pub clean_shutdown: bool,
+    /// Per partition: `(topic, partition, what was done)`. Partitions that
+    /// needed nothing are included too.
+    pub partitions: Vec<(String, u32, PartitionRecovery)>,
+    /// Half-created or half-deleted topic directories removed.
+    pub removed_dirs: Vec<String>,
+}
+
+impl RecoveryReport {
+    /// Total bytes truncated from torn tails.
+    pub fn truncated_bytes(&self) -> u64 {
+        self.partitions.iter().map(|(_, _, r)| r.truncated_bytes).sum()
+    }
+
+    /// Number of segments whose indexes were rebuilt.
+    pub fn indexes_rebuilt(&self) -> usize {
+        self.partitions.iter().map(|(_, _, r)| r.indexes_rebuilt).sum()
+    }
+}
+
+/// An open data directory: topics, partitions, producers and consumers.
+///
+/// `Log` is `Send + Sync` and cheap to clone; every clone is the same log.
+/// It closes when [`close`](Log::close) is called or the last clone drops.
+///
+/// ```
+/// use logbus::{Log, LogConfig, Record, TopicConfig};
+/// # let dir = std::env::temp_dir().join(format!("logbus-doc-{}", std::process::id()));
+/// let log = Log::open(&dir, LogConfig::default())?;
+/// log.create_topic("events", TopicConfig::new(2))?;
+/// let meta = log.producer("events")?.send(Record::new("hello").key("k"))?;
+/// assert_eq!(meta.offset, 0);
+/// log.close()?;
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), logbus::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Log {
+    handle: Arc<LogHandle>,
+}
+
+#[derive(Debug)]
+struct LogHandle {
+    shared: Arc<LogShared>,
+    flusher: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct LogShared {
+    dir: PathBuf,
+    config: LogConfig,
+    topics: RwLock<BTreeMap<String, Topic>>,
+    lock: Mutex<Option<DirLock>>,
+    closed: AtomicBool,
+    stop: (Mutex<bool>, Condvar),
+    recovery: RecoveryReport,
+}
+
+impl Log {
+    /// Opens (or creates) the data directory `dir` and locks it.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] if another `Log` has it open (this process or
+    /// another); [`Error::UnsupportedVersion`] if a newer logbus wrote it;
+    /// [`Error::Corrupt`] if recovery finds damage it must not repair.
+    pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Log> {
+        config.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let lock = DirLock::acquire(&dir)?;
+        check_or_write_meta(&dir)?;
+
+        let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = marker.exists();
+        let mut recovery = RecoveryReport { clean_shutdown: clean, ..RecoveryReport::default() };
+        let ctx = OpenContext { durability: config.durability, clock: &config.clock, clean };
+        let mut topics = BTreeMap::new();
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+            let entry = entry.map_err(|e| Error::io(&dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if !path.is_dir() {
+                continue;
+            }
+            if name.starts_with(TRANSIENT_PREFIX) {
+                std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+                recovery.removed_dirs.push(name);
+            } else if validate_topic_name(&name).is_ok() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        for name in names {
+            let (shared, parts) = TopicShared::open(&name, dir.join(&name), &ctx)?;
+            for (id, r) in parts {
+                recovery.partitions.push((name.clone(), id, r));
+            }
+            topics.insert(name, Topic { shared });
+        }
+        if clean {
+            // From here on the files change again: the next open must not
+            // trust them unless this session closes cleanly too.
+            std::fs::remove_file(&marker).map_err(|e| Error::io(&marker, e))?;
+            crate::io::fsync_dir(&dir)?;
+        }
+
+        let shared = Arc::new(LogShared {
+            dir,
+            config,
+            topics: RwLock::new(topics),
+            lock: Mutex::new(Some(lock)),
+            closed: AtomicBool::new(false),
+            stop: (Mutex::new(false), Condvar::new()),
+            recovery,
+        });
+        let flusher = match shared.config.durability {
+            Durability::Interval(every) => {
+                let s = Arc::clone(&shared);
+                let spawned = std::thread::Builder::new()
+                    .name("logbus-flusher".into())
+                    .spawn(move || s.run_flusher(every))
+                    .map_err(|e| Error::io(&shared.dir, e))?;
+                Some(spawned)
+            }
+            _ => None,
+        };
+        Ok(Log {
+            handle: Arc::new(LogHandle { shared, flusher: Mutex::new(flusher) }),
+        })
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<LogShared> {
+        &self.handle.shared
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.handle.shared.dir
+    }
+
+    /// What opening the log found and repaired.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.handle.shared.recovery
+    }
+
+    /// The durability mode the log was opened with.
+    pub fn durability(&self) -> Durability {
+        self.handle.shared.config.durability
+    }
+
+    /// Creates a topic.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], [`Error::InvalidConfig`], [`Error::TopicExists`].
+    pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<Topic> {
+        validate_topic_name(name)?;
+        config.validate()?;
+        let s = self.shared();
+        s.check_open()?;
+        let mut topics = s.topics.write();
+        if topics.contains_key(name) {
+            return Err(Error::TopicExists { topic: name.to_string() });
+        }
+        // Build under a transient name, then rename: a crash leaves either
+        // no topic or a whole one.
+        let staging = s.dir.join(format!("{TRANSIENT_PREFIX}creating-{name}"));
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+        }
+        TopicShared::write_new(&staging, &config)?;
+        for p in 0..config.partitions {
+            crate::io::fsync_dir(&staging.join(p.to_string()))?;
+        }
+        crate::io::fsync_dir(&staging)?;
+        let final_dir = s.dir.join(name);
+        std::fs::rename(&staging, &final_dir).map_err(|e| Error::io(&final_dir, e))?;
+        crate::io::fsync_dir(&s.dir)?;
+        let ctx = OpenContext { durability: s.config.durability, clock: &s.config.clock, clean: true };
+        let (shared, _) = TopicShared::open(name, final_dir, &ctx)?;
+        let topic = Topic { shared };
+        topics.insert(name.to_string(), topic.clone());
+        Ok(topic)
+    }
+
+    /// A topic by name.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopic`].
+    pub fn topic(&self, name: &str) -> Result<Topic> {
+        let s = self.shared();
+        s.check_open()?;
+        s.topic(name)
+    }
+
+    /// Names of all topics, sorted.
+    pub fn topics(&self) -> Vec<String> {
+        self.shared().topics.read().keys().cloned().collect()
+    }
+
+    /// Deletes a topic and its data. Handles on it fail from then on
+    /// (appends with [`Error::Closed`]); records already read stay valid.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopic`].
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        let s = self.shared();
+        s.check_open()?;
+        let mut topics = s.topics.write();
+        let topic = topics.remove(name).ok_or_else(|| Error::UnknownTopic { topic: name.to_string() })?;
+        topic.shared.abandon();
+        let doomed = s.dir.join(format!("{TRANSIENT_PREFIX}deleted-{name}"));
+        std::fs::rename(topic.shared.dir(), &doomed).map_err(|e| Error::io(&doomed, e))?;
+        crate::io::fsync_dir(&s.dir)?;
+        // Unlinking is safe under live maps: the inodes live until unmapped.
+        std::fs::remove_dir_all(&doomed).map_err(|e| Error::io(&doomed, e))
+    }
+
+    /// A producer for `topic`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopic`].
+    pub fn producer(&self, topic: &str) -> Result<Producer> {
+        Ok(Producer::new(self.topic(topic)?, Arc::clone(&self.shared().config.clock)))
+    }
+
+    /// A standalone consumer (assign partitions to it, then poll).
+    pub fn consumer(&self, config: ConsumerConfig) -> Consumer {
+        Consumer::new(self.clone(), config)
+    }
+
+    /// Flushes, stops background threads, closes every partition (trimming
+    /// preallocated files), marks a clean shutdown and releases the lock.
+    /// Other clones of this `Log` get [`Error::Closed`] afterwards.
+    ///
+    /// # Errors
+    /// The first I/O error met; the lock is released regardless.
+    pub fn close(&self) -> Result<()> {
+        self.handle.close()
+    }
+}
+
+impl LogHandle {
+    fn close(&self) -> Result<()> {
+        let s = &self.shared;
+        if s.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        *s.stop.0.lock() = true;
+        s.stop.1.notify_all();
+        if let Some(flusher) = self.flusher.lock().take() {
+            // A panicked flusher has nothing left to clean up.
+            let _ = flusher.join();
+        }
+        let mut result = Ok(());
+        for topic in s.topics.read().values() {
+            if let Err(e) = topic.shared.close() {
+                result = result.and(Err(e));
+            }
+        }
+        if result.is_ok() {
+            let marker = s.dir.join(CLEAN_SHUTDOWN_FILE);
+            result = crate::io::write_atomic(&marker, b"");
+        }
+        s.lock.lock().take();
+        result
+    }
+}
+
+impl Drop for LogHandle {
+    fn drop(&mut self) {
+        // Errors here have nowhere to go; `close()` reports them.
+        let _ = self.close();
+    }
+}
+
+impl LogShared {
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) { Err(Error::Closed) } else { Ok(()) }
+    }
+
+    pub(crate) fn topic(&self, name: &str) -> Result<Topic> {
+        self.topics
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownTopic { topic: name.to_string() })
+    }
+
+    fn run_flusher(&self, every: Duration) {
+        let (stop, wake) = &self.stop;
+        let mut stopped = stop.lock();
+        while !*stopped {
+            wake.wait_for(&mut stopped, every);
+            if *stopped {
+                break;
+            }
+            drop(stopped);
+            let topics: Vec<Topic> = self.topics.read().values().cloned().collect();
+            for topic in topics {
+                for p in topic.partitions() {
+                    if p.shared.is_dirty() && !p.shared.is_closed() {
+                        // A failure poisons the partition; its next append
+                        // reports it to the producer.
+                        let _ = p.shared.sync_to(p.shared.log_end());
+                    }
+                }
+            }
+            stopped = stop.lock();
+        }
+    }
+}
+
+fn check_or_write_meta(dir: &Path) -> Result<()> {
+    let path = dir.join(META_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            crate::io::decode_props(&path, &bytes, META_KIND, FORMAT_VERSION)?;
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let pairs = [("format", FORMAT_VERSION.to_string())];
+            let bytes = crate::io::encode_props(META_KIND, FORMAT_VERSION, &pairs)?;
+            crate::io::write_atomic(&path, &bytes)
+        }
+        Err(e) => Err(Error::io(&path, e)),
+    }
+}

@@ -1,0 +1,173 @@
+//! The one public error type.
+//!
+//! Every variant carries the context a user needs to act on it (the path, the
+//! topic and partition, the offset). Library code never panics on user input
+//! or on disk contents: it returns one of these.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Result alias used throughout logbus.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in logbus.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Another `Log` (in this process or another) holds the directory lock.
+    #[error("data directory is locked by another Log: {path}")]
+    Locked {
+        /// The lock file that could not be taken.
+        path: PathBuf,
+    },
+
+    /// A topic name breaks Kafka's rule: 1..=249 chars of `[a-zA-Z0-9._-]`, not `.` or `..`.
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidName {
+        /// The rejected name.
+        name: String,
+        /// Which rule it broke.
+        reason: &'static str,
+    },
+
+    /// The topic does not exist.
+    #[error("unknown topic {topic:?}")]
+    UnknownTopic {
+        /// The topic asked for.
+        topic: String,
+    },
+
+    /// `create_topic` on a name that already exists.
+    #[error("topic {topic:?} already exists")]
+    TopicExists {
+        /// The existing topic.
+        topic: String,
+    },
+
+    /// The topic exists but has no such partition.
+    #[error("topic {topic:?} has no partition {partition}")]
+    UnknownPartition {
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: u32,
+    },
+
+    /// A record (or a batch) is larger than the topic's `max_record_bytes`.
+    /// Nothing was written.
+    #[error("record of {size} bytes exceeds the maximum of {max} bytes")]
+    RecordTooLarge {
+        /// Encoded size of the record batch.
+        size: usize,
+        /// The topic's limit.
+        max: usize,
+    },
+
+    /// An offset outside `[log_start, log_end]` of a partition.
+    #[error(
+        "offset {offset} is out of range for {topic}/{partition} (log start {log_start}, log end {log_end})"
+    )]
+    OffsetOutOfRange {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The offending offset.
+        offset: u64,
+        /// First offset still in the log.
+        log_start: u64,
+        /// Offset the next record will get.
+        log_end: u64,
+    },
+
+    /// A consumer has no position for a partition and its reset policy is `None`.
+    #[error("no position for {topic}/{partition} and the offset reset policy is `none`")]
+    NoOffset {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+    },
+
+    /// A file's content is damaged in a way recovery must not paper over
+    /// (for example damage followed by valid record batches).
+    #[error("corrupt file {path} at byte {position}: {reason}")]
+    Corrupt {
+        /// The damaged file.
+        path: PathBuf,
+        /// Byte position of the damage.
+        position: u64,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The directory or a file was written by a format version this build does not know.
+    #[error("{path} has format version {found}; this build supports up to {supported}")]
+    UnsupportedVersion {
+        /// The file carrying the version.
+        path: PathBuf,
+        /// Version found on disk.
+        found: u32,
+        /// Highest version this build reads.
+        supported: u32,
+    },
+
+    /// An I/O error, with the file it happened on.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// An earlier write or fsync on this partition failed. Its page-cache
+    /// state is unknown, so it refuses appends until the log is reopened
+    /// (retrying an fsync can report success for lost data).
+    #[error("{topic}/{partition} refuses appends after an earlier I/O failure; reopen the log")]
+    Poisoned {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+    },
+
+    /// A consumer was asked about a partition it is not assigned.
+    #[error("{topic}/{partition} is not assigned to this consumer")]
+    NotAssigned {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+    },
+
+    /// A configuration value is out of range.
+    #[error("invalid configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The log (or the topic) was closed or deleted while in use.
+    #[error("the log is closed")]
+    Closed,
+}
+
+impl Error {
+    /// Wraps an `io::Error` with the path it happened on.
+    pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(path: impl Into<PathBuf>, position: u64, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            path: path.into(),
+            position,
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! # logbus
+//!
+//! A Kafka-style commit log inside your process: topics, partitions,
+//! producers and consumers over memory-mapped segment files, durable on
+//! disk. No broker, no ZooKeeper: open a directory and go.
+//!
+//! ```
+//! use logbus::{ConsumerConfig, Log, LogConfig, Record, TopicConfig, TopicPartition};
+//! use std::time::Duration;
+//! # let dir = std::env::temp_dir().join(format!("logbus-doc-lib-{}", std::process::id()));
+//!
+//! let log = Log::open(&dir, LogConfig::default())?;
+//! log.create_topic("greetings", TopicConfig::new(1))?;
+//! log.producer("greetings")?.send(Record::new("hello").key("en"))?;
+//!
+//! let mut consumer = log.consumer(ConsumerConfig::default());
+//! consumer.assign(&[TopicPartition::new("greetings", 0)])?;
+//! let records = consumer.poll(Duration::from_secs(1))?;
+//! assert_eq!(records[0].key.as_deref(), Some(&b"en"[..]));
+//! log.close()?;
+//! # std::fs::remove_dir_all(&dir).ok();
+//! # Ok::<(), logbus::Error>(())
+//! ```
+//!
+//! # Layout
+//! - [`db`](Log) — `Log`: opening, locking and closing a data directory; topics.
+//! - `topic` — a topic's partitions, stored config and partitioner.
+//! - `partition` — one partition: segments behind locks, published end
+//!   offset, consumer wake-ups, group commit.
+//! - `log` — the storage engine: `record` (Kafka RecordBatch v2 codec),
+//!   `index` (`.index`/`.timeindex`), `segment` (one `.log` file), and
+//!   loading/recovery of a partition directory.
+//! - `producer`, `consumer` — the client API.
+//! - `partitioner` — Kafka's murmur2.
+//! - `io` — directory lock, fsync, atomic file replacement, block
+//!   reservation, checksummed metadata files.
+//! - `config`, `error`, `record` — options, the error type, record types.
+//!
+//! On-disk format: `docs/FORMAT.md`.
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod config;
+mod consumer;
+mod db;
+mod error;
+mod io;
+#[cfg(feature = "bench-internals")]
+pub mod log;
+#[cfg(not(feature = "bench-internals"))]
+mod log;
+mod partition;
+mod partitioner;
+mod producer;
+mod record;
+mod topic;
+
+#[cfg(test)]
+mod testutil;
+
+pub use config::{
+    CleanupPolicy, Clock, Durability, LogConfig, ManualClock, OffsetReset, SystemClock, TopicConfig,
+};
+pub use consumer::{Consumer, ConsumerConfig, OffsetAndTimestamp, TopicPartition};
+pub use db::{FORMAT_VERSION, Log, RecoveryReport};
+pub use error::{Error, Result};
+pub use log::PartitionRecovery;
+pub use partition::{FetchedBatches, Partition, PartitionStats};
+pub use partitioner::{murmur2, partition_for_key};
+pub use producer::Producer;
+pub use record::{ConsumerRecord, Header, Record, RecordMetadata};
+pub use topic::{Topic, validate_topic_name};

@@ -1,0 +1,661 @@
+//! One partition: its segments behind locks, the published end offset, the
+//! wake-up of waiting consumers, and group commit.
+//!
+//! # Locks
+//! `writer` (a mutex) serialises appends and rolls. `segments` (a read-write
+//! lock) is taken for writing only to add or remove a segment, and for
+//! reading only long enough to clone an `Arc<Segment>`: readers copy record
+//! bytes without any lock. Order: `writer` before `segments`; `sync` is never
+//! held together with either.
+
+use std::borrow::Borrow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::Thread;
+use std::time::Instant;
+
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::config::{Clock, Durability, TopicConfig};
+use crate::error::{Error, Result};
+use crate::log::record::{self, BatchHeader};
+use crate::log::segment::{AppendError, Appended, Segment, SegmentOptions, SegmentWriter};
+use crate::log::{self, PartitionRecovery};
+use crate::record::{ConsumerRecord, Record};
+
+/// A handle on one partition of a topic. Cheap to clone.
+///
+/// Most users go through [`Producer`](crate::Producer) and
+/// [`Consumer`](crate::Consumer); a `Partition` gives the figures and the
+/// raw batch bytes (for tools and for serving Kafka fetches as they are).
+#[derive(Clone, Debug)]
+pub struct Partition {
+    pub(crate) shared: Arc<PartitionShared>,
+}
+
+/// Everything about a partition that handles and threads share.
+#[derive(Debug)]
+pub(crate) struct PartitionShared {
+    topic: Arc<str>,
+    id: u32,
+    dir: PathBuf,
+    config: Arc<TopicConfig>,
+    durability: Durability,
+    clock: Arc<dyn Clock>,
+    writer: Mutex<WriterState>,
+    segments: RwLock<Vec<Arc<Segment>>>,
+    /// Offset the next record gets; everything below is published.
+    log_end: AtomicU64,
+    log_start: AtomicU64,
+    /// Set after a failed write-back: appends are refused until reopen.
+    poisoned: AtomicBool,
+    /// Set when the log closes or the topic is deleted.
+    closed: AtomicBool,
+    waiters: Waiters,
+    sync: GroupCommit,
+}
+
+#[derive(Debug)]
+struct WriterState {
+    /// `None` once the partition is closed (log closed or topic deleted).
+    active: Option<SegmentWriter>,
+}
+
+/// Raw batches read from a partition.
+#[derive(Debug, Clone)]
+pub struct FetchedBatches {
+    /// Whole Kafka RecordBatch v2 batches, back to back, exactly as stored.
+    /// The first batch may start before the requested offset.
+    pub bytes: Bytes,
+    /// The segment file they came from (named in corruption errors).
+    pub(crate) path: PathBuf,
+    /// Byte position of `bytes` in that file.
+    pub(crate) position: u64,
+}
+
+impl PartitionShared {
+    pub(crate) fn open(
+        topic: Arc<str>,
+        id: u32,
+        dir: PathBuf,
+        config: Arc<TopicConfig>,
+        durability: Durability,
+        clock: Arc<dyn Clock>,
+        clean: bool,
+    ) -> Result<(Arc<PartitionShared>, PartitionRecovery)> {
+        let opts = segment_options(&config);
+        let loaded = log::load(&dir, opts, clean, clock.now_ms())?;
+        let log_end = loaded.writer.next_offset();
+        let log_start = loaded.segments.first().map_or(0, |s| s.base_offset());
+        let shared = Arc::new(PartitionShared {
+            topic,
+            id,
+            dir,
+            config,
+            durability,
+            clock,
+            writer: Mutex::new(WriterState { active: Some(loaded.writer) }),
+            segments: RwLock::new(loaded.segments),
+            log_end: AtomicU64::new(log_end),
+            log_start: AtomicU64::new(log_start),
+            poisoned: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            waiters: Waiters::default(),
+            // Whatever was on disk at open is treated as durable: after a
+            // crash only what the kernel kept is there to find.
+            sync: GroupCommit::new(log_end),
+        });
+        Ok((shared, loaded.recovery))
+    }
+
+    pub(crate) fn topic(&self) -> &Arc<str> {
+        &self.topic
+    }
+
+    pub(crate) fn id(&self) -> u32 {
+        self.id
+    }
+
+    pub(crate) fn log_end(&self) -> u64 {
+        self.log_end.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn log_start(&self) -> u64 {
+        self.log_start.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn waiters(&self) -> &Waiters {
+        &self.waiters
+    }
+
+    fn poisoned_error(&self) -> Error {
+        Error::Poisoned {
+            topic: self.topic.to_string(),
+            partition: self.id,
+        }
+    }
+
+    /// Appends `records` as one batch of `batch_len` encoded bytes and makes
+    /// it visible; returns once it is as durable as the log's mode promises.
+    /// `now` must be the time `batch_len` was computed with (it fills in
+    /// missing timestamps, which changes the encoded length).
+    pub(crate) fn append<R: Borrow<Record>>(&self, records: &[R], batch_len: usize, now: i64) -> Result<Appended> {
+        let appended = {
+            let mut state = self.writer.lock();
+            let appended = self.append_locked(&mut state, records, batch_len, now)?;
+            // Publish while still holding the lock so log_end only moves forward.
+            self.log_end.store(appended.next_offset, Ordering::SeqCst);
+            appended
+        };
+        self.waiters.wake();
+        if self.durability == Durability::Always {
+            self.sync_to(appended.next_offset)?;
+        }
+        Ok(appended.appended)
+    }
+
+    fn append_locked<R: Borrow<Record>>(
+        &self,
+        state: &mut WriterState,
+        records: &[R],
+        batch_len: usize,
+        now: i64,
+    ) -> Result<AppendedBatch> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(self.poisoned_error());
+        }
+        let writer = state.active.as_mut().ok_or(Error::Closed)?;
+        if let Some(ms) = self.config.segment_ms {
+            if writer.position() > 0 && now.saturating_sub(writer.created_ms()) >= ms as i64 {
+                self.roll(state, now)?;
+            }
+        }
+        loop {
+            let writer = state.active.as_mut().ok_or(Error::Closed)?;
+            match writer.append(records, batch_len, now) {
+                Ok(appended) => {
+                    return Ok(AppendedBatch {
+                        appended,
+                        next_offset: writer.next_offset(),
+                    });
+                }
+                Err(AppendError::Full) if writer.position() > 0 => self.roll(state, now)?,
+                Err(AppendError::Full) => {
+                    // Validation keeps batches below segment_bytes, so an empty
+                    // segment always has room; refuse rather than loop.
+                    return Err(Error::RecordTooLarge {
+                        size: batch_len,
+                        max: self.config.segment_bytes as usize,
+                    });
+                }
+                Err(AppendError::Io(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// Seals the active segment and starts a new one at the log end.
+    fn roll(&self, state: &mut WriterState, now: i64) -> Result<()> {
+        let writer = state.active.take().ok_or(Error::Closed)?;
+        let next = writer.next_offset();
+        let new = SegmentWriter::create(&self.dir, next, segment_options(&self.config), now);
+        let (segment, new_writer) = match new {
+            Ok(created) => created,
+            Err(e) => {
+                state.active = Some(writer); // nothing changed; keep appending here
+                return Err(e);
+            }
+        };
+        let sealed = writer.seal();
+        self.segments.write().push(segment);
+        state.active = Some(new_writer);
+        let sealed = sealed.inspect_err(|_| self.poisoned.store(true, Ordering::Release))?;
+        if self.durability != Durability::Os {
+            // The group commit only syncs the active segment, so the one being
+            // sealed must be durable (with its directory entry) before any
+            // record of the new one can be acknowledged.
+            let synced = sealed.sync().and_then(|()| crate::io::fsync_dir(&self.dir));
+            synced.inspect_err(|_| self.poisoned.store(true, Ordering::Release))?;
+        }
+        Ok(())
+    }
+
+    /// Rolls the active segment now if it holds anything (tests, admin).
+    pub(crate) fn roll_now(&self) -> Result<()> {
+        let mut state = self.writer.lock();
+        let now = self.clock.now_ms();
+        match state.active.as_ref() {
+            Some(w) if w.position() > 0 => self.roll(&mut state, now),
+            Some(_) => Ok(()),
+            None => Err(Error::Closed),
+        }
+    }
+
+    /// Waits until everything below `offset` is on disk, sharing one
+    /// `fdatasync` between all callers waiting at the same time.
+    pub(crate) fn sync_to(&self, offset: u64) -> Result<()> {
+        let mut state = self.sync.state.lock();
+        loop {
+            if state.synced >= offset {
+                return Ok(());
+            }
+            if self.poisoned.load(Ordering::Acquire) {
+                return Err(self.poisoned_error());
+            }
+            if state.syncing {
+                self.sync.done.wait(&mut state);
+                continue;
+            }
+            state.syncing = true;
+            drop(state);
+            // Read the end first: records below it are in the segment read
+            // next, or in one sealed (and synced) by a roll.
+            let end = self.log_end();
+            let active = self.segments.read().last().cloned();
+            let result = match active {
+                Some(segment) => segment.sync(),
+                None => Ok(()),
+            };
+            state = self.sync.state.lock();
+            state.syncing = false;
+            self.sync.done.notify_all();
+            match result {
+                Ok(()) => state.synced = state.synced.max(end),
+                Err(e) => {
+                    // fsyncgate: after a failed fsync the kernel may have dropped
+                    // the dirty pages; a retry could "succeed" over lost data.
+                    self.poisoned.store(true, Ordering::Release);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Whether there is unsynced data (for the interval flusher).
+    pub(crate) fn is_dirty(&self) -> bool {
+        self.sync.state.lock().synced < self.log_end()
+    }
+
+    /// Closes the partition: trims and syncs its files and drops the writer.
+    /// Appends fail with [`Error::Closed`] from then on.
+    pub(crate) fn close(&self) -> Result<()> {
+        let mut state = self.writer.lock();
+        self.closed.store(true, Ordering::Release);
+        let Some(writer) = state.active.take() else {
+            return Ok(());
+        };
+        let sealed = writer.seal()?;
+        sealed.sync()?;
+        sealed.offset_index().sync()?;
+        crate::io::fsync_dir(&self.dir)?;
+        drop(state);
+        self.waiters.wake_all();
+        Ok(())
+    }
+
+    /// Marks the partition closed without touching its files (topic deletion).
+    pub(crate) fn abandon(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.writer.lock().active = None;
+        self.waiters.wake_all();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn out_of_range(&self, offset: u64) -> Error {
+        Error::OffsetOutOfRange {
+            topic: self.topic.to_string(),
+            partition: self.id,
+            offset,
+            log_start: self.log_start(),
+            log_end: self.log_end(),
+        }
+    }
+
+    /// Whole batches from the one holding `offset`, up to `max_bytes`
+    /// (at least one batch when `offset` is below the log end).
+    pub(crate) fn fetch(&self, offset: u64, max_bytes: usize) -> Result<FetchedBatches> {
+        let end = self.log_end();
+        if offset < self.log_start() || offset > end {
+            return Err(self.out_of_range(offset));
+        }
+        let empty = |segment: Option<&Arc<Segment>>| FetchedBatches {
+            bytes: Bytes::new(),
+            path: segment.map(|s| s.log_path().to_path_buf()).unwrap_or_default(),
+            position: 0,
+        };
+        if offset == end {
+            return Ok(empty(None));
+        }
+        let segments = self.segments_from(offset);
+        for segment in &segments {
+            if let Some(found) = segment.locate(offset) {
+                return Ok(FetchedBatches {
+                    bytes: segment.read_batches(found.position, max_bytes),
+                    path: segment.log_path().to_path_buf(),
+                    position: found.position,
+                });
+            }
+        }
+        Ok(empty(segments.last()))
+    }
+
+    /// The segment that may hold `offset` and every later one.
+    fn segments_from(&self, offset: u64) -> Vec<Arc<Segment>> {
+        let segments = self.segments.read();
+        let first = segments.partition_point(|s| s.base_offset() <= offset).saturating_sub(1);
+        segments[first..].to_vec()
+    }
+
+    /// The earliest offset whose timestamp is `>= timestamp`, with that
+    /// timestamp; `None` if every record is older.
+    pub(crate) fn offset_for_time(&self, timestamp: i64) -> Result<Option<(u64, i64)>> {
+        let segments: Vec<Arc<Segment>> = self.segments.read().clone();
+        let start = self.log_start();
+        for segment in segments.iter().filter(|s| s.max_timestamp() >= timestamp) {
+            let Some(found) = segment.locate_time(timestamp) else { continue };
+            let batch = segment.read_batches(found.position, 0);
+            let records = decode_batch(&batch, segment.log_path(), found.position)?;
+            for r in records {
+                let r = r.map_err(|e| Error::corrupt(segment.log_path(), found.position, e.to_string()))?;
+                if r.timestamp >= timestamp && r.offset >= 0 && r.offset as u64 >= start {
+                    return Ok(Some((r.offset as u64, r.timestamp)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Figures for monitoring.
+    pub(crate) fn stats(&self) -> PartitionStats {
+        let segments = self.segments.read();
+        PartitionStats {
+            log_start_offset: self.log_start(),
+            log_end_offset: self.log_end(),
+            segments: segments.len(),
+            size_bytes: segments.iter().map(|s| s.published_len()).sum(),
+        }
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+struct AppendedBatch {
+    appended: Appended,
+    next_offset: u64,
+}
+
+fn segment_options(config: &TopicConfig) -> SegmentOptions {
+    SegmentOptions {
+        capacity: config.segment_bytes,
+        index_interval: config.index_interval_bytes,
+    }
+}
+
+/// Validates a fetched batch and iterates its records.
+pub(crate) fn decode_batch(
+    batch: &Bytes,
+    path: &Path,
+    position: u64,
+) -> Result<record::RecordIter> {
+    record::check(batch).map_err(|e| Error::corrupt(path, position, e.to_string()))?;
+    record::records(batch).map_err(|e| Error::corrupt(path, position, e.to_string()))
+}
+
+/// Splits fetched bytes into whole batches, CRC-checking each, and appends
+/// the records at or after `from` to `out` (at most `max` of them). Returns
+/// the offset to read next.
+pub(crate) fn decode_into(
+    fetched: &FetchedBatches,
+    topic: &Arc<str>,
+    partition: u32,
+    from: u64,
+    max: usize,
+    out: &mut Vec<ConsumerRecord>,
+) -> Result<u64> {
+    let mut next = from;
+    let mut position = 0usize;
+    let bytes = &fetched.bytes;
+    let start_len = out.len();
+    while position < bytes.len() && out.len() - start_len < max {
+        let at = fetched.position + position as u64;
+        let header: BatchHeader =
+            record::check(&bytes[position..]).map_err(|e| Error::corrupt(&fetched.path, at, e.to_string()))?;
+        let batch = bytes.slice(position..position + header.total_len());
+        let mut taken_all = true;
+        for r in record::records(&batch).map_err(|e| Error::corrupt(&fetched.path, at, e.to_string()))? {
+            let r = r.map_err(|e| Error::corrupt(&fetched.path, at, e.to_string()))?;
+            let offset = r.offset as u64;
+            if offset < next {
+                continue;
+            }
+            if out.len() - start_len >= max {
+                taken_all = false;
+                break;
+            }
+            next = offset + 1;
+            out.push(ConsumerRecord {
+                topic: Arc::clone(topic),
+                partition,
+                offset,
+                timestamp: r.timestamp,
+                key: r.key,
+                value: r.value,
+                headers: r.headers,
+            });
+        }
+        if taken_all {
+            // Skip offsets compaction removed from the end of the batch.
+            next = next.max(header.next_offset() as u64);
+        }
+        position += header.total_len();
+    }
+    Ok(next)
+}
+
+/// Figures about one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionStats {
+    /// First offset still stored.
+    pub log_start_offset: u64,
+    /// Offset the next record gets.
+    pub log_end_offset: u64,
+    /// Number of segment files.
+    pub segments: usize,
+    /// Bytes of record batches stored.
+    pub size_bytes: u64,
+}
+
+#[derive(Debug)]
+struct SyncState {
+    /// Every offset below this is on disk.
+    synced: u64,
+    /// A caller is in fdatasync right now; others wait for it.
+    syncing: bool,
+}
+
+#[derive(Debug)]
+struct GroupCommit {
+    state: Mutex<SyncState>,
+    done: Condvar,
+}
+
+impl GroupCommit {
+    fn new(synced: u64) -> Self {
+        GroupCommit {
+            state: Mutex::new(SyncState { synced, syncing: false }),
+            done: Condvar::new(),
+        }
+    }
+}
+
+/// A consumer thread that may be parked waiting for data.
+#[derive(Debug)]
+pub(crate) struct Signal {
+    thread: Thread,
+    /// True while the thread is about to park or parked.
+    armed: AtomicBool,
+}
+
+impl Signal {
+    pub(crate) fn for_current_thread() -> Arc<Signal> {
+        Arc::new(Signal {
+            thread: std::thread::current(),
+            armed: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn is_for_other_thread(&self) -> bool {
+        self.thread.id() != std::thread::current().id()
+    }
+
+    pub(crate) fn notify(&self) {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            self.thread.unpark();
+        }
+    }
+}
+
+/// The consumers registered on a partition, and how many are waiting.
+#[derive(Debug, Default)]
+pub(crate) struct Waiters {
+    /// Number of consumers between "armed" and "woke up". Appends read only
+    /// this when nobody waits, so producing costs one atomic load.
+    waiting: AtomicU64,
+    signals: Mutex<Vec<Arc<Signal>>>,
+}
+
+impl Waiters {
+    pub(crate) fn register(&self, signal: &Arc<Signal>) {
+        let mut signals = self.signals.lock();
+        if !signals.iter().any(|s| Arc::ptr_eq(s, signal)) {
+            signals.push(Arc::clone(signal));
+        }
+    }
+
+    pub(crate) fn unregister(&self, signal: &Arc<Signal>) {
+        self.signals.lock().retain(|s| !Arc::ptr_eq(s, signal));
+    }
+
+    fn wake(&self) {
+        // SeqCst pairs with `wait_for_data`: either the consumer sees the new
+        // log end, or this load sees its `waiting` increment.
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.wake_all();
+        }
+    }
+
+    fn wake_all(&self) {
+        for signal in self.signals.lock().iter() {
+            signal.notify();
+        }
+    }
+}
+
+/// Blocks the calling thread (the owner of `signal`, registered on every
+/// partition in `parts`) until `ready()` is true, or `deadline` passes.
+/// Spins briefly first: a producer that is already writing usually
+/// publishes within microseconds, well before a park/unpark round trip.
+pub(crate) fn wait_for_data(
+    signal: &Arc<Signal>,
+    parts: &[&PartitionShared],
+    deadline: Instant,
+    ready: impl Fn() -> bool,
+) {
+    const SPIN: u32 = 200;
+    for i in 0..SPIN {
+        if ready() {
+            return;
+        }
+        if i % 16 == 15 {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+    signal.armed.store(true, Ordering::SeqCst);
+    for p in parts {
+        p.waiters.waiting.fetch_add(1, Ordering::SeqCst);
+    }
+    loop {
+        if ready() {
+            break;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        std::thread::park_timeout(deadline - now);
+        // Spurious wake-ups and stale unpark tokens just loop.
+        signal.armed.store(true, Ordering::SeqCst);
+    }
+    signal.armed.store(false, Ordering::SeqCst);
+    for p in parts {
+        p.waiters.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Partition {
+    /// The topic's name.
+    pub fn topic(&self) -> &str {
+        &self.shared.topic
+    }
+
+    /// The partition number.
+    pub fn id(&self) -> u32 {
+        self.shared.id
+    }
+
+    /// The first offset still stored (Kafka's log start offset).
+    pub fn log_start_offset(&self) -> u64 {
+        self.shared.log_start()
+    }
+
+    /// The offset the next record will get (Kafka's log end offset / high
+    /// watermark: every record below it is readable).
+    pub fn log_end_offset(&self) -> u64 {
+        self.shared.log_end()
+    }
+
+    /// Size, segment count and offsets.
+    pub fn stats(&self) -> PartitionStats {
+        self.shared.stats()
+    }
+
+    /// Raw Kafka record batches starting with the one that holds `offset`,
+    /// up to about `max_bytes` (at least one whole batch), zero-copy.
+    ///
+    /// # Errors
+    /// [`Error::OffsetOutOfRange`] outside `[log_start_offset, log_end_offset]`.
+    pub fn fetch(&self, offset: u64, max_bytes: usize) -> Result<FetchedBatches> {
+        self.shared.fetch(offset, max_bytes)
+    }
+
+    /// Up to `max_records` records from `offset` on, CRC-checked.
+    ///
+    /// # Errors
+    /// [`Error::OffsetOutOfRange`] outside `[log_start_offset, log_end_offset]`,
+    /// [`Error::Corrupt`] if a stored batch fails its CRC.
+    pub fn read(&self, offset: u64, max_records: usize) -> Result<Vec<ConsumerRecord>> {
+        let fetched = self.shared.fetch(offset, 1 << 20)?;
+        let mut out = Vec::new();
+        decode_into(&fetched, &self.shared.topic, self.shared.id, offset, max_records, &mut out)?;
+        Ok(out)
+    }
+
+    /// Seals the active segment now and starts a new one (no-op if empty).
+    pub fn roll(&self) -> Result<()> {
+        self.shared.roll_now()
+    }
+
+    /// Makes everything appended so far durable (`fdatasync`), whatever
+    /// the log's durability mode.
+    pub fn flush(&self) -> Result<()> {
+        self.shared.sync_to(self.shared.log_end())
+    }
+}

@@ -1,0 +1,148 @@
+//! [`Producer`]: choosing partitions, checking sizes and batching.
+
+use std::sync::Arc;
+
+use crate::config::Clock;
+use crate::error::{Error, Result};
+use crate::log::record;
+use crate::record::{Record, RecordMetadata};
+use crate::topic::Topic;
+
+/// Sends records to one topic. Thread-safe and cheap to clone: share one
+/// between threads or give each its own.
+///
+/// A record goes to its explicit partition, else to Kafka's murmur2 hash of
+/// its key (the same partition Kafka's default partitioner picks, so per-key
+/// order survives a move to Kafka), else to a sticky partition that moves
+/// on every 16 KiB of keyless data.
+///
+/// ```
+/// # use logbus::{Log, LogConfig, Record, TopicConfig};
+/// # let dir = std::env::temp_dir().join(format!("logbus-doc-producer-{}", std::process::id()));
+/// # let log = Log::open(&dir, LogConfig::default())?;
+/// log.create_topic("orders", TopicConfig::new(4))?;
+/// let producer = log.producer("orders")?;
+/// let meta = producer.send(Record::new("order #1").key("customer-7"))?;
+/// let batch = producer.send_batch(&[Record::new("a"), Record::new("b")])?;
+/// assert_eq!(batch.len(), 2);
+/// # drop(log); std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), logbus::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Producer {
+    topic: Topic,
+    clock: Arc<dyn Clock>,
+}
+
+impl Producer {
+    pub(crate) fn new(topic: Topic, clock: Arc<dyn Clock>) -> Self {
+        Producer { topic, clock }
+    }
+
+    /// The topic this producer writes to.
+    pub fn topic(&self) -> &Topic {
+        &self.topic
+    }
+
+    /// Appends one record (as a batch of one) and returns where it landed,
+    /// once it is as durable as the log's [`Durability`](crate::Durability) promises.
+    ///
+    /// # Errors
+    /// [`Error::RecordTooLarge`] (nothing written), [`Error::UnknownPartition`],
+    /// [`Error::Poisoned`] after an earlier I/O failure, [`Error::Closed`].
+    pub fn send(&self, record: Record) -> Result<RecordMetadata> {
+        let now = self.clock.now_ms();
+        let records = [&record];
+        let len = record::encoded_len(&records, now);
+        self.check_size(len)?;
+        let partition = self.topic.choose_partition(&record, len)?;
+        let p = &self.topic.partitions()[partition as usize];
+        let appended = p.shared.append(&records, len, now)?;
+        Ok(RecordMetadata {
+            partition,
+            offset: appended.base_offset,
+            timestamp: record.timestamp.unwrap_or(now),
+        })
+    }
+
+    /// Appends many records; returns their metadata in the same order.
+    ///
+    /// Records for one partition are written as few batches as
+    /// `max_record_bytes` allows, each batch atomically. Every record's size
+    /// is checked before anything is written. If an append fails part way
+    /// (I/O error), the batches already written stay written.
+    ///
+    /// # Errors
+    /// As [`send`](Producer::send).
+    pub fn send_batch(&self, records: &[Record]) -> Result<Vec<RecordMetadata>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.clock.now_ms();
+        let max = self.topic.config().max_record_bytes;
+        // Upper bound of each record's share of a batch: its size alone plus
+        // room for the offset and timestamp deltas growing inside a batch.
+        let mut sizes = Vec::with_capacity(records.len());
+        for r in records {
+            let alone = record::encoded_len(&[r], now);
+            self.check_size(alone)?;
+            sizes.push(alone - record::BATCH_HEADER_LEN + DELTA_SLACK);
+        }
+        let total: usize = sizes.iter().sum();
+        // Group by partition, keeping order; keyless records of one call
+        // share one sticky partition, as in Kafka.
+        let mut keyless_partition = None;
+        let mut groups: Vec<(u32, Vec<usize>)> = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            let p = if r.partition.is_none() && r.key.is_none() {
+                match keyless_partition {
+                    Some(p) => p,
+                    None => *keyless_partition.insert(self.topic.choose_partition(r, total)?),
+                }
+            } else {
+                self.topic.choose_partition(r, sizes[i])?
+            };
+            match groups.iter_mut().find(|(gp, _)| *gp == p) {
+                Some((_, idx)) => idx.push(i),
+                None => groups.push((p, vec![i])),
+            }
+        }
+
+        let mut out = vec![RecordMetadata { partition: 0, offset: 0, timestamp: 0 }; records.len()];
+        for (partition, indices) in groups {
+            let p = &self.topic.partitions()[partition as usize];
+            let mut start = 0;
+            while start < indices.len() {
+                // Greedy chunk that fits `max` by the upper bounds.
+                let mut end = start;
+                let mut bound = record::BATCH_HEADER_LEN;
+                while end < indices.len() && (end == start || bound + sizes[indices[end]] <= max) {
+                    bound += sizes[indices[end]];
+                    end += 1;
+                }
+                let chunk: Vec<&Record> = indices[start..end].iter().map(|&i| &records[i]).collect();
+                let len = record::encoded_len(&chunk, now);
+                let appended = p.shared.append(&chunk, len, now)?;
+                for (k, &i) in indices[start..end].iter().enumerate() {
+                    out[i] = RecordMetadata {
+                        partition,
+                        offset: appended.base_offset + k as u64,
+                        timestamp: records[i].timestamp.unwrap_or(now),
+                    };
+                }
+                start = end;
+            }
+        }
+        Ok(out)
+    }
+
+    fn check_size(&self, size: usize) -> Result<()> {
+        let max = self.topic.config().max_record_bytes;
+        if size > max { Err(Error::RecordTooLarge { size, max }) } else { Ok(()) }
+    }
+}
+
+/// Bytes an offset delta and a timestamp delta can add to a record once it
+/// is not alone in its batch (varint 5 + varlong 10, minus the 2 bytes used
+/// when both are zero).
+const DELTA_SLACK: usize = 13;
