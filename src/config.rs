@@ -269,7 +269,10 @@ impl TopicConfig {
     pub(crate) fn validate(&self) -> Result<()> {
         let bad = |reason: String| Err(Error::InvalidConfig { reason });
         if self.partitions == 0 || self.partitions > MAX_PARTITIONS {
-            return bad(format!("partitions must be 1..={MAX_PARTITIONS}, got {}", self.partitions));
+            return bad(format!(
+                "partitions must be 1..={MAX_PARTITIONS}, got {}",
+                self.partitions
+            ));
         }
         if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
             return bad(format!(
@@ -303,12 +306,18 @@ impl TopicConfig {
             ("segment.bytes", self.segment_bytes.to_string()),
             ("segment.ms", opt(self.segment_ms)),
             ("max.message.bytes", self.max_record_bytes.to_string()),
-            ("index.interval.bytes", self.index_interval_bytes.to_string()),
+            (
+                "index.interval.bytes",
+                self.index_interval_bytes.to_string(),
+            ),
             ("cleanup.policy", self.cleanup_policy.as_str().to_string()),
             ("retention.ms", opt(self.retention_ms)),
             ("retention.bytes", opt(self.retention_bytes)),
             ("delete.retention.ms", self.delete_retention_ms.to_string()),
-            ("min.cleanable.dirty.ratio", self.min_cleanable_dirty_ratio.to_string()),
+            (
+                "min.cleanable.dirty.ratio",
+                self.min_cleanable_dirty_ratio.to_string(),
+            ),
         ]
     }
 
@@ -320,7 +329,11 @@ impl TopicConfig {
             v.parse().map_err(|_| format!("bad value {v:?} for {k}"))
         }
         fn opt(k: &str, v: &str) -> std::result::Result<Option<u64>, String> {
-            if v == "none" { Ok(None) } else { num(k, v).map(Some) }
+            if v == "none" {
+                Ok(None)
+            } else {
+                num(k, v).map(Some)
+            }
         }
         let mut c = TopicConfig::default();
         for (k, v) in pairs {
@@ -332,8 +345,8 @@ impl TopicConfig {
                 "max.message.bytes" => c.max_record_bytes = num(k, v)?,
                 "index.interval.bytes" => c.index_interval_bytes = num(k, v)?,
                 "cleanup.policy" => {
-                    c.cleanup_policy =
-                        CleanupPolicy::parse(v).ok_or_else(|| format!("bad cleanup.policy {v:?}"))?
+                    c.cleanup_policy = CleanupPolicy::parse(v)
+                        .ok_or_else(|| format!("bad cleanup.policy {v:?}"))?
                 }
                 "retention.ms" => c.retention_ms = opt(k, v)?,
                 "retention.bytes" => c.retention_bytes = opt(k, v)?,
@@ -367,19 +380,27 @@ mod tests {
     fn topic_config_round_trips_through_pairs() {
         let c = TopicConfig::new(12)
             .segment_bytes(1 << 20)
+            .max_record_bytes(64 << 10)
             .segment_ms(None)
             .cleanup_policy(CleanupPolicy::CompactDelete)
             .retention_bytes(Some(5 << 20))
             .min_cleanable_dirty_ratio(0.25);
-        let pairs: Vec<(String, String)> =
-            c.to_pairs().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let pairs: Vec<(String, String)> = c
+            .to_pairs()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
         assert_eq!(TopicConfig::from_pairs(&pairs).unwrap(), c);
     }
 
     #[test]
     fn unknown_or_bad_settings_are_rejected() {
         let pairs = vec![("future.knob".to_string(), "1".to_string())];
-        assert!(TopicConfig::from_pairs(&pairs).unwrap_err().contains("future.knob"));
+        assert!(
+            TopicConfig::from_pairs(&pairs)
+                .unwrap_err()
+                .contains("future.knob")
+        );
         let pairs = vec![("partitions".to_string(), "0".to_string())];
         assert!(TopicConfig::from_pairs(&pairs).is_err());
     }
@@ -388,7 +409,13 @@ mod tests {
     fn validation_catches_inconsistent_sizes() {
         assert!(TopicConfig::new(0).validate().is_err());
         assert!(TopicConfig::new(1).segment_bytes(100).validate().is_err());
-        assert!(TopicConfig::new(1).segment_bytes(8192).max_record_bytes(10_000).validate().is_err());
+        assert!(
+            TopicConfig::new(1)
+                .segment_bytes(8192)
+                .max_record_bytes(10_000)
+                .validate()
+                .is_err()
+        );
         assert!(TopicConfig::new(1).validate().is_ok());
     }
 }

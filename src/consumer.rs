@@ -22,7 +22,10 @@ pub struct TopicPartition {
 impl TopicPartition {
     /// Shorthand constructor.
     pub fn new(topic: impl Into<String>, partition: u32) -> Self {
-        TopicPartition { topic: topic.into(), partition }
+        TopicPartition {
+            topic: topic.into(),
+            partition,
+        }
     }
 }
 
@@ -132,8 +135,16 @@ impl Consumer {
             }
             let topic = self.log.topic(&tp.topic)?;
             let partition = topic.partition(tp.partition)?.clone();
-            let position = self.assigned.iter().find(|a| &a.tp == tp).and_then(|a| a.position);
-            assigned.push(Assigned { tp: tp.clone(), partition, position });
+            let position = self
+                .assigned
+                .iter()
+                .find(|a| &a.tp == tp)
+                .and_then(|a| a.position);
+            assigned.push(Assigned {
+                tp: tp.clone(),
+                partition,
+                position,
+            });
         }
         for a in &self.assigned {
             a.partition.shared.waiters().unregister(&self.signal);
@@ -152,10 +163,13 @@ impl Consumer {
     }
 
     fn find(&mut self, tp: &TopicPartition) -> Result<&mut Assigned> {
-        self.assigned.iter_mut().find(|a| &a.tp == tp).ok_or_else(|| Error::NotAssigned {
-            topic: tp.topic.clone(),
-            partition: tp.partition,
-        })
+        self.assigned
+            .iter_mut()
+            .find(|a| &a.tp == tp)
+            .ok_or_else(|| Error::NotAssigned {
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+            })
     }
 
     /// Sets the next offset to read. Checked against the log at the next
@@ -209,7 +223,10 @@ impl Consumer {
     ///
     /// # Errors
     /// [`Error::UnknownTopic`], [`Error::UnknownPartition`], [`Error::Corrupt`].
-    pub fn offsets_for_times(&self, query: &[(TopicPartition, i64)]) -> Result<Vec<Option<OffsetAndTimestamp>>> {
+    pub fn offsets_for_times(
+        &self,
+        query: &[(TopicPartition, i64)],
+    ) -> Result<Vec<Option<OffsetAndTimestamp>>> {
         query
             .iter()
             .map(|(tp, ts)| {
@@ -249,9 +266,12 @@ impl Consumer {
                 .iter()
                 .map(|a| (a.position.unwrap_or(u64::MAX), &a.partition))
                 .collect();
-            let parts: Vec<&partition::PartitionShared> = waiting.iter().map(|(_, p)| &*p.shared).collect();
+            let parts: Vec<&partition::PartitionShared> =
+                waiting.iter().map(|(_, p)| &*p.shared).collect();
             partition::wait_for_data(&self.signal, &parts, deadline, || {
-                waiting.iter().any(|(pos, p)| p.log_end_offset() > *pos || p.shared.is_closed())
+                waiting
+                    .iter()
+                    .any(|(pos, p)| p.log_end_offset() > *pos || p.shared.is_closed())
             });
         }
     }
@@ -270,7 +290,10 @@ impl Consumer {
             if position >= a.partition.log_end_offset() {
                 continue;
             }
-            let fetched = match a.partition.fetch(position, self.config.max_partition_fetch_bytes) {
+            let fetched = match a
+                .partition
+                .fetch(position, self.config.max_partition_fetch_bytes)
+            {
                 Ok(f) => f,
                 Err(Error::OffsetOutOfRange { .. }) => {
                     // Retention moved the start past us between the checks.
@@ -281,7 +304,14 @@ impl Consumer {
                 Err(e) => return Err(e),
             };
             let shared = &a.partition.shared;
-            let next = partition::decode_into(&fetched, shared.topic(), shared.id(), position, max - out.len(), &mut out)?;
+            let next = partition::decode_into(
+                &fetched,
+                shared.topic(),
+                shared.id(),
+                position,
+                max - out.len(),
+                &mut out,
+            )?;
             a.position = Some(next);
             if out.len() >= max {
                 self.next = (i + 1) % n;
@@ -308,11 +338,18 @@ fn resolve_position(a: &mut Assigned, reset: OffsetReset) -> Result<u64> {
             });
         }
         None if reset == OffsetReset::None => {
-            return Err(Error::NoOffset { topic: a.tp.topic.clone(), partition: a.tp.partition });
+            return Err(Error::NoOffset {
+                topic: a.tp.topic.clone(),
+                partition: a.tp.partition,
+            });
         }
         _ => {}
     }
-    let p = if reset == OffsetReset::Latest { end } else { start };
+    let p = if reset == OffsetReset::Latest {
+        end
+    } else {
+        start
+    };
     a.position = Some(p);
     Ok(p)
 }

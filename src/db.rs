@@ -48,12 +48,18 @@ pub struct RecoveryReport {
 impl RecoveryReport {
     /// Total bytes truncated from torn tails.
     pub fn truncated_bytes(&self) -> u64 {
-        self.partitions.iter().map(|(_, _, r)| r.truncated_bytes).sum()
+        self.partitions
+            .iter()
+            .map(|(_, _, r)| r.truncated_bytes)
+            .sum()
     }
 
     /// Number of segments whose indexes were rebuilt.
     pub fn indexes_rebuilt(&self) -> usize {
-        self.partitions.iter().map(|(_, _, r)| r.indexes_rebuilt).sum()
+        self.partitions
+            .iter()
+            .map(|(_, _, r)| r.indexes_rebuilt)
+            .sum()
     }
 }
 
@@ -111,8 +117,15 @@ impl Log {
 
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = marker.exists();
-        let mut recovery = RecoveryReport { clean_shutdown: clean, ..RecoveryReport::default() };
-        let ctx = OpenContext { durability: config.durability, clock: &config.clock, clean };
+        let mut recovery = RecoveryReport {
+            clean_shutdown: clean,
+            ..RecoveryReport::default()
+        };
+        let ctx = OpenContext {
+            durability: config.durability,
+            clock: &config.clock,
+            clean,
+        };
         let mut topics = BTreeMap::new();
         let mut names = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
@@ -165,7 +178,10 @@ impl Log {
             _ => None,
         };
         Ok(Log {
-            handle: Arc::new(LogHandle { shared, flusher: Mutex::new(flusher) }),
+            handle: Arc::new(LogHandle {
+                shared,
+                flusher: Mutex::new(flusher),
+            }),
         })
     }
 
@@ -199,7 +215,9 @@ impl Log {
         s.check_open()?;
         let mut topics = s.topics.write();
         if topics.contains_key(name) {
-            return Err(Error::TopicExists { topic: name.to_string() });
+            return Err(Error::TopicExists {
+                topic: name.to_string(),
+            });
         }
         // Build under a transient name, then rename: a crash leaves either
         // no topic or a whole one.
@@ -215,7 +233,11 @@ impl Log {
         let final_dir = s.dir.join(name);
         std::fs::rename(&staging, &final_dir).map_err(|e| Error::io(&final_dir, e))?;
         crate::io::fsync_dir(&s.dir)?;
-        let ctx = OpenContext { durability: s.config.durability, clock: &s.config.clock, clean: true };
+        let ctx = OpenContext {
+            durability: s.config.durability,
+            clock: &s.config.clock,
+            clean: true,
+        };
         let (shared, _) = TopicShared::open(name, final_dir, &ctx)?;
         let topic = Topic { shared };
         topics.insert(name.to_string(), topic.clone());
@@ -246,7 +268,9 @@ impl Log {
         let s = self.shared();
         s.check_open()?;
         let mut topics = s.topics.write();
-        let topic = topics.remove(name).ok_or_else(|| Error::UnknownTopic { topic: name.to_string() })?;
+        let topic = topics.remove(name).ok_or_else(|| Error::UnknownTopic {
+            topic: name.to_string(),
+        })?;
         topic.shared.abandon();
         let doomed = s.dir.join(format!("{TRANSIENT_PREFIX}deleted-{name}"));
         std::fs::rename(topic.shared.dir(), &doomed).map_err(|e| Error::io(&doomed, e))?;
@@ -260,7 +284,10 @@ impl Log {
     /// # Errors
     /// [`Error::UnknownTopic`].
     pub fn producer(&self, topic: &str) -> Result<Producer> {
-        Ok(Producer::new(self.topic(topic)?, Arc::clone(&self.shared().config.clock)))
+        Ok(Producer::new(
+            self.topic(topic)?,
+            Arc::clone(&self.shared().config.clock),
+        ))
     }
 
     /// A standalone consumer (assign partitions to it, then poll).
@@ -315,7 +342,11 @@ impl Drop for LogHandle {
 
 impl LogShared {
     fn check_open(&self) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) { Err(Error::Closed) } else { Ok(()) }
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
     }
 
     pub(crate) fn topic(&self, name: &str) -> Result<Topic> {
@@ -323,7 +354,9 @@ impl LogShared {
             .read()
             .get(name)
             .cloned()
-            .ok_or_else(|| Error::UnknownTopic { topic: name.to_string() })
+            .ok_or_else(|| Error::UnknownTopic {
+                topic: name.to_string(),
+            })
     }
 
     fn run_flusher(&self, every: Duration) {

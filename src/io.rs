@@ -41,7 +41,6 @@ pub struct DirLock {
     // opened with O_CLOEXEC (std always sets it), so a child process we spawn
     // does not inherit the lock and keep it past our exit.
     _file: File,
-    path: PathBuf,
 }
 
 impl DirLock {
@@ -80,12 +79,7 @@ impl DirLock {
         // The lock file is deliberately never deleted: removing it on drop
         // would let a later opener lock a fresh inode while a process that
         // opened the old one still believes it holds the lock.
-        Ok(DirLock { _file: file, path })
-    }
-
-    /// The lock file (`dir/.lock`).
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(DirLock { _file: file })
     }
 }
 

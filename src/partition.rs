@@ -96,7 +96,9 @@ impl PartitionShared {
             config,
             durability,
             clock,
-            writer: Mutex::new(WriterState { active: Some(loaded.writer) }),
+            writer: Mutex::new(WriterState {
+                active: Some(loaded.writer),
+            }),
             segments: RwLock::new(loaded.segments),
             log_end: AtomicU64::new(log_end),
             log_start: AtomicU64::new(log_start),
@@ -141,7 +143,12 @@ impl PartitionShared {
     /// it visible; returns once it is as durable as the log's mode promises.
     /// `now` must be the time `batch_len` was computed with (it fills in
     /// missing timestamps, which changes the encoded length).
-    pub(crate) fn append<R: Borrow<Record>>(&self, records: &[R], batch_len: usize, now: i64) -> Result<Appended> {
+    pub(crate) fn append<R: Borrow<Record>>(
+        &self,
+        records: &[R],
+        batch_len: usize,
+        now: i64,
+    ) -> Result<Appended> {
         let appended = {
             let mut state = self.writer.lock();
             let appended = self.append_locked(&mut state, records, batch_len, now)?;
@@ -324,7 +331,9 @@ impl PartitionShared {
         }
         let empty = |segment: Option<&Arc<Segment>>| FetchedBatches {
             bytes: Bytes::new(),
-            path: segment.map(|s| s.log_path().to_path_buf()).unwrap_or_default(),
+            path: segment
+                .map(|s| s.log_path().to_path_buf())
+                .unwrap_or_default(),
             position: 0,
         };
         if offset == end {
@@ -346,7 +355,9 @@ impl PartitionShared {
     /// The segment that may hold `offset` and every later one.
     fn segments_from(&self, offset: u64) -> Vec<Arc<Segment>> {
         let segments = self.segments.read();
-        let first = segments.partition_point(|s| s.base_offset() <= offset).saturating_sub(1);
+        let first = segments
+            .partition_point(|s| s.base_offset() <= offset)
+            .saturating_sub(1);
         segments[first..].to_vec()
     }
 
@@ -356,11 +367,15 @@ impl PartitionShared {
         let segments: Vec<Arc<Segment>> = self.segments.read().clone();
         let start = self.log_start();
         for segment in segments.iter().filter(|s| s.max_timestamp() >= timestamp) {
-            let Some(found) = segment.locate_time(timestamp) else { continue };
+            let Some(found) = segment.locate_time(timestamp) else {
+                continue;
+            };
             let batch = segment.read_batches(found.position, 0);
             let records = decode_batch(&batch, segment.log_path(), found.position)?;
             for r in records {
-                let r = r.map_err(|e| Error::corrupt(segment.log_path(), found.position, e.to_string()))?;
+                let r = r.map_err(|e| {
+                    Error::corrupt(segment.log_path(), found.position, e.to_string())
+                })?;
                 if r.timestamp >= timestamp && r.offset >= 0 && r.offset as u64 >= start {
                     return Ok(Some((r.offset as u64, r.timestamp)));
                 }
@@ -378,10 +393,6 @@ impl PartitionShared {
             segments: segments.len(),
             size_bytes: segments.iter().map(|s| s.published_len()).sum(),
         }
-    }
-
-    pub(crate) fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 
@@ -424,11 +435,13 @@ pub(crate) fn decode_into(
     let start_len = out.len();
     while position < bytes.len() && out.len() - start_len < max {
         let at = fetched.position + position as u64;
-        let header: BatchHeader =
-            record::check(&bytes[position..]).map_err(|e| Error::corrupt(&fetched.path, at, e.to_string()))?;
+        let header: BatchHeader = record::check(&bytes[position..])
+            .map_err(|e| Error::corrupt(&fetched.path, at, e.to_string()))?;
         let batch = bytes.slice(position..position + header.total_len());
         let mut taken_all = true;
-        for r in record::records(&batch).map_err(|e| Error::corrupt(&fetched.path, at, e.to_string()))? {
+        for r in
+            record::records(&batch).map_err(|e| Error::corrupt(&fetched.path, at, e.to_string()))?
+        {
             let r = r.map_err(|e| Error::corrupt(&fetched.path, at, e.to_string()))?;
             let offset = r.offset as u64;
             if offset < next {
@@ -488,7 +501,10 @@ struct GroupCommit {
 impl GroupCommit {
     fn new(synced: u64) -> Self {
         GroupCommit {
-            state: Mutex::new(SyncState { synced, syncing: false }),
+            state: Mutex::new(SyncState {
+                synced,
+                syncing: false,
+            }),
             done: Condvar::new(),
         }
     }
@@ -644,7 +660,14 @@ impl Partition {
     pub fn read(&self, offset: u64, max_records: usize) -> Result<Vec<ConsumerRecord>> {
         let fetched = self.shared.fetch(offset, 1 << 20)?;
         let mut out = Vec::new();
-        decode_into(&fetched, &self.shared.topic, self.shared.id, offset, max_records, &mut out)?;
+        decode_into(
+            &fetched,
+            &self.shared.topic,
+            self.shared.id,
+            offset,
+            max_records,
+            &mut out,
+        )?;
         Ok(out)
     }
 

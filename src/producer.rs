@@ -108,7 +108,14 @@ impl Producer {
             }
         }
 
-        let mut out = vec![RecordMetadata { partition: 0, offset: 0, timestamp: 0 }; records.len()];
+        let mut out = vec![
+            RecordMetadata {
+                partition: 0,
+                offset: 0,
+                timestamp: 0
+            };
+            records.len()
+        ];
         for (partition, indices) in groups {
             let p = &self.topic.partitions()[partition as usize];
             let mut start = 0;
@@ -120,7 +127,8 @@ impl Producer {
                     bound += sizes[indices[end]];
                     end += 1;
                 }
-                let chunk: Vec<&Record> = indices[start..end].iter().map(|&i| &records[i]).collect();
+                let chunk: Vec<&Record> =
+                    indices[start..end].iter().map(|&i| &records[i]).collect();
                 let len = record::encoded_len(&chunk, now);
                 let appended = p.shared.append(&chunk, len, now)?;
                 for (k, &i) in indices[start..end].iter().enumerate() {
@@ -138,7 +146,11 @@ impl Producer {
 
     fn check_size(&self, size: usize) -> Result<()> {
         let max = self.topic.config().max_record_bytes;
-        if size > max { Err(Error::RecordTooLarge { size, max }) } else { Ok(()) }
+        if size > max {
+            Err(Error::RecordTooLarge { size, max })
+        } else {
+            Ok(())
+        }
     }
 }
 

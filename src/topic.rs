@@ -35,13 +35,19 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
         Some("longer than 249 characters")
     } else if name == "." || name == ".." {
         Some("'.' and '..' are reserved")
-    } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
         Some("only ASCII letters, digits, '.', '_' and '-' are allowed")
     } else {
         None
     };
     match reason {
-        Some(reason) => Err(Error::InvalidName { name: name.to_string(), reason }),
+        Some(reason) => Err(Error::InvalidName {
+            name: name.to_string(),
+            reason,
+        }),
         None => Ok(()),
     }
 }
@@ -91,7 +97,8 @@ impl TopicShared {
         let path = dir.join(CONFIG_FILE);
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
         let (_, pairs) = crate::io::decode_props(&path, &bytes, CONFIG_KIND, CONFIG_VERSION)?;
-        let config = TopicConfig::from_pairs(&pairs).map_err(|reason| Error::corrupt(&path, 0, reason))?;
+        let config =
+            TopicConfig::from_pairs(&pairs).map_err(|reason| Error::corrupt(&path, 0, reason))?;
         let config = Arc::new(config);
         let name: Arc<str> = Arc::from(name);
         let mut partitions = Vec::with_capacity(config.partitions as usize);
@@ -150,10 +157,6 @@ impl Topic {
         &self.shared.name
     }
 
-    pub(crate) fn name_arc(&self) -> &Arc<str> {
-        &self.shared.name
-    }
-
     /// The topic's configuration, as stored.
     pub fn config(&self) -> &TopicConfig {
         &self.shared.config
@@ -169,10 +172,13 @@ impl Topic {
     /// # Errors
     /// [`Error::UnknownPartition`] if the topic has fewer partitions.
     pub fn partition(&self, id: u32) -> Result<&Partition> {
-        self.shared.partitions.get(id as usize).ok_or_else(|| Error::UnknownPartition {
-            topic: self.name().to_string(),
-            partition: id,
-        })
+        self.shared
+            .partitions
+            .get(id as usize)
+            .ok_or_else(|| Error::UnknownPartition {
+                topic: self.name().to_string(),
+                partition: id,
+            })
     }
 
     /// The partition a record goes to: its explicit partition, else Kafka's
@@ -181,14 +187,20 @@ impl Topic {
         let n = self.shared.config.partitions;
         if let Some(p) = record.partition {
             if p >= n {
-                return Err(Error::UnknownPartition { topic: self.name().to_string(), partition: p });
+                return Err(Error::UnknownPartition {
+                    topic: self.name().to_string(),
+                    partition: p,
+                });
             }
             return Ok(p);
         }
         if let Some(key) = &record.key {
             return Ok(partitioner::partition_for_key(key, n));
         }
-        let sent = self.shared.keyless_bytes.fetch_add(encoded_len as u64, Ordering::Relaxed);
+        let sent = self
+            .shared
+            .keyless_bytes
+            .fetch_add(encoded_len as u64, Ordering::Relaxed);
         Ok(((sent / STICKY_BYTES) % u64::from(n)) as u32)
     }
 }
@@ -202,7 +214,18 @@ mod tests {
         for ok in ["a", "orders", "Orders_2.v-1", &"x".repeat(249)] {
             assert!(validate_topic_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", ".", "..", "../x", "a/b", "a b", "é", "a\0", &"x".repeat(250), "~tmp"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "a b",
+            "é",
+            "a\0",
+            &"x".repeat(250),
+            "~tmp",
+        ] {
             assert!(
                 matches!(validate_topic_name(bad), Err(Error::InvalidName { .. })),
                 "{bad:?} should be invalid"

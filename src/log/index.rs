@@ -173,10 +173,6 @@ impl<E: Entry> IndexFile<E> {
             .map_err(|e| Error::io(path, e))
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Number of published entries.
     pub fn len(&self) -> usize {
         self.len.load(Ordering::Acquire)
@@ -196,11 +192,7 @@ impl<E: Entry> IndexFile<E> {
         // away). Published entries are never written again, so no data race.
         #[expect(unsafe_code, reason = "reading a published entry of a shared map")]
         unsafe {
-            std::ptr::copy_nonoverlapping(
-                map.as_ptr().add(i * E::SIZE),
-                buf.as_mut_ptr(),
-                E::SIZE,
-            );
+            std::ptr::copy_nonoverlapping(map.as_ptr().add(i * E::SIZE), buf.as_mut_ptr(), E::SIZE);
         }
         E::decode(&buf[..E::SIZE])
     }
@@ -233,7 +225,10 @@ impl<E: Entry> IndexFile<E> {
         }
         let mut buf = [0u8; 16];
         entry.encode(&mut buf[..E::SIZE]);
-        let map = self.map.as_ref().expect("capacity > len >= 0 implies a map");
+        let map = self
+            .map
+            .as_ref()
+            .expect("capacity > len >= 0 implies a map");
         // SAFETY: len < capacity, so the entry lies inside the map and inside
         // the file (grown to `capacity` entries at open). Only the single
         // writer (serialised by the partition's writer lock) writes here, and
@@ -250,18 +245,12 @@ impl<E: Entry> IndexFile<E> {
         true
     }
 
-    /// Forgets every entry from `n` on (used while rebuilding). Only called
-    /// with exclusive access during recovery.
-    pub fn truncate_entries(&self, n: usize) {
-        if n < self.len() {
-            self.len.store(n, Ordering::Release);
-        }
-    }
-
     /// Shrinks the file to the published entries (on seal and close).
     pub fn trim(&self) -> Result<()> {
         let bytes = (self.len() * E::SIZE) as u64;
-        self.file.set_len(bytes).map_err(|e| Error::io(&self.path, e))
+        self.file
+            .set_len(bytes)
+            .map_err(|e| Error::io(&self.path, e))
     }
 
     pub fn sync(&self) -> Result<()> {
@@ -279,7 +268,10 @@ mod tests {
         let dir = TempDir::new();
         let idx = IndexFile::<OffsetEntry>::create(&dir.path().join("a.index"), 10).unwrap();
         for (o, p) in [(3u32, 0u32), (7, 100), (12, 200)] {
-            assert!(idx.append(OffsetEntry { relative_offset: o, position: p }));
+            assert!(idx.append(OffsetEntry {
+                relative_offset: o,
+                position: p
+            }));
         }
         assert_eq!(idx.floor(2), None);
         assert_eq!(idx.floor(3).unwrap().position, 0);
@@ -292,15 +284,30 @@ mod tests {
         let dir = TempDir::new();
         let path = dir.path().join("t.timeindex");
         let idx = IndexFile::<TimeEntry>::create(&path, 2).unwrap();
-        assert!(idx.append(TimeEntry { timestamp: 5, relative_offset: 1 }));
-        assert!(idx.append(TimeEntry { timestamp: 9, relative_offset: 4 }));
-        assert!(!idx.append(TimeEntry { timestamp: 10, relative_offset: 5 }));
+        assert!(idx.append(TimeEntry {
+            timestamp: 5,
+            relative_offset: 1
+        }));
+        assert!(idx.append(TimeEntry {
+            timestamp: 9,
+            relative_offset: 4
+        }));
+        assert!(!idx.append(TimeEntry {
+            timestamp: 10,
+            relative_offset: 5
+        }));
         idx.trim().unwrap();
         drop(idx);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 24);
         let idx = IndexFile::<TimeEntry>::open(&path, None).unwrap().unwrap();
         assert_eq!(idx.len(), 2);
-        assert_eq!(idx.last(), Some(TimeEntry { timestamp: 9, relative_offset: 4 }));
+        assert_eq!(
+            idx.last(),
+            Some(TimeEntry {
+                timestamp: 9,
+                relative_offset: 4
+            })
+        );
     }
 
     #[test]
@@ -308,6 +315,10 @@ mod tests {
         let dir = TempDir::new();
         let path = dir.path().join("x.index");
         std::fs::write(&path, [0u8; 13]).unwrap();
-        assert!(IndexFile::<OffsetEntry>::open(&path, None).unwrap().is_none());
+        assert!(
+            IndexFile::<OffsetEntry>::open(&path, None)
+                .unwrap()
+                .is_none()
+        );
     }
 }

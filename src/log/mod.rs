@@ -7,6 +7,9 @@
 //! - [`load`] (here): opening a partition directory, with crash recovery.
 
 pub(crate) mod index;
+// Parts of the codec (control batches, rewriting base offsets) serve the
+// compaction and Kafka-protocol work that builds on it.
+#[allow(dead_code)]
 pub(crate) mod record;
 pub(crate) mod segment;
 
@@ -72,7 +75,11 @@ pub(crate) fn load(dir: &Path, opts: SegmentOptions, clean: bool, now_ms: i64) -
     }
     if bases.is_empty() {
         let (segment, writer) = SegmentWriter::create(dir, 0, opts, now_ms)?;
-        return Ok(Loaded { segments: vec![segment], writer, recovery });
+        return Ok(Loaded {
+            segments: vec![segment],
+            writer,
+            recovery,
+        });
     }
 
     recovery.segments = bases.len();
@@ -112,5 +119,9 @@ pub(crate) fn load(dir: &Path, opts: SegmentOptions, clean: bool, now_ms: i64) -
     }
     // The loop always ends with the active (last) segment.
     let writer = writer.ok_or_else(|| Error::corrupt(dir, 0, "no active segment"))?;
-    Ok(Loaded { segments, writer, recovery })
+    Ok(Loaded {
+        segments,
+        writer,
+        recovery,
+    })
 }

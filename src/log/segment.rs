@@ -134,10 +134,6 @@ impl Segment {
         self.max_timestamp.load(Ordering::Acquire)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.published_len() == 0
-    }
-
     pub fn offset_index(&self) -> &IndexFile<OffsetEntry> {
         &self.offset_index
     }
@@ -156,7 +152,10 @@ impl Segment {
         // below them) and are never written again.
         #[expect(unsafe_code, reason = "borrowing published bytes of the read map")]
         unsafe {
-            std::slice::from_raw_parts((self.base_addr as *const u8).add(start as usize), (end - start) as usize)
+            std::slice::from_raw_parts(
+                (self.base_addr as *const u8).add(start as usize),
+                (end - start) as usize,
+            )
         }
     }
 
@@ -202,7 +201,11 @@ impl Segment {
         self.scan_forward(start, |h| h.max_timestamp >= timestamp)
     }
 
-    fn scan_forward(&self, mut position: u64, found: impl Fn(&BatchHeader) -> bool) -> Option<Located> {
+    fn scan_forward(
+        &self,
+        mut position: u64,
+        found: impl Fn(&BatchHeader) -> bool,
+    ) -> Option<Located> {
         while let Some(header) = self.header_at(position) {
             if found(&header) {
                 return Some(Located { position, header });
@@ -229,15 +232,6 @@ impl Segment {
     /// fdatasync of the `.log` file.
     pub fn sync(&self) -> Result<()> {
         crate::io::fdatasync(&self.file, &self.log_path)
-    }
-
-    /// Paths of the segment's files, for deletion.
-    pub fn paths(&self) -> [PathBuf; 3] {
-        [
-            self.log_path.clone(),
-            self.offset_index.path().to_path_buf(),
-            self.time_index.path().to_path_buf(),
-        ]
     }
 }
 
@@ -315,7 +309,9 @@ pub(crate) fn find_valid_batch(buf: &[u8], min_offset: u64) -> Option<usize> {
                 }
             }
             p += 1;
-        } else if buf[p..].len() >= 64 + MAGIC_AT && buf[p + MAGIC_AT..p + MAGIC_AT + 64].iter().all(|&b| b == 0) {
+        } else if buf[p..].len() >= 64 + MAGIC_AT
+            && buf[p + MAGIC_AT..p + MAGIC_AT + 64].iter().all(|&b| b == 0)
+        {
             p += 64;
         } else {
             p += 1;
@@ -350,7 +346,12 @@ pub(crate) struct SegmentOptions {
 
 impl SegmentWriter {
     /// Creates a new, empty active segment.
-    pub fn create(dir: &Path, base_offset: u64, opts: SegmentOptions, now_ms: i64) -> Result<(Arc<Segment>, SegmentWriter)> {
+    pub fn create(
+        dir: &Path,
+        base_offset: u64,
+        opts: SegmentOptions,
+        now_ms: i64,
+    ) -> Result<(Arc<Segment>, SegmentWriter)> {
         let stem = file_stem(base_offset);
         let log_path = dir.join(format!("{stem}.log"));
         let file = OpenOptions::new()
@@ -363,7 +364,18 @@ impl SegmentWriter {
         let idx_cap = index_capacity(opts.capacity, opts.index_interval);
         let offset_index = IndexFile::create(&dir.join(format!("{stem}.index")), idx_cap)?;
         let time_index = IndexFile::create(&dir.join(format!("{stem}.timeindex")), idx_cap)?;
-        Self::activate(file, log_path, base_offset, 0, base_offset, i64::MIN, offset_index, time_index, opts, now_ms)
+        Self::activate(
+            file,
+            log_path,
+            base_offset,
+            0,
+            base_offset,
+            i64::MIN,
+            offset_index,
+            time_index,
+            opts,
+            now_ms,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -381,7 +393,8 @@ impl SegmentWriter {
     ) -> Result<(Arc<Segment>, SegmentWriter)> {
         let capacity = opts.capacity.max(len);
         // Sparse: costs no disk until `allocate` reserves blocks.
-        file.set_len(capacity).map_err(|e| Error::io(&log_path, e))?;
+        file.set_len(capacity)
+            .map_err(|e| Error::io(&log_path, e))?;
         let write_map = MmapOptions::new()
             .len(capacity as usize)
             .map_raw(&file)
@@ -434,13 +447,21 @@ impl SegmentWriter {
         let file = open_rw(&log_path, false)?;
         let file_len = file.metadata().map_err(|e| Error::io(&log_path, e))?.len();
         if file_len > crate::config::MAX_SEGMENT_BYTES {
-            return Err(Error::corrupt(&log_path, file_len, "segment larger than 2 GiB"));
+            return Err(Error::corrupt(
+                &log_path,
+                file_len,
+                "segment larger than 2 GiB",
+            ));
         }
-        let idx_cap = active.then(|| index_capacity(opts.capacity.max(file_len), opts.index_interval));
+        let idx_cap =
+            active.then(|| index_capacity(opts.capacity.max(file_len), opts.index_interval));
         let mut repair = Repair::default();
 
         let (data, _) = map_read(&file, &log_path, file_len)?;
-        let indexes: Option<(IndexFile<OffsetEntry>, IndexFile<TimeEntry>)> = match (IndexFile::open(&index_path, idx_cap)?, IndexFile::open(&time_path, idx_cap)?) {
+        let indexes: Option<(IndexFile<OffsetEntry>, IndexFile<TimeEntry>)> = match (
+            IndexFile::open(&index_path, idx_cap)?,
+            IndexFile::open(&time_path, idx_cap)?,
+        ) {
             (Some(o), Some(t)) if trusted && index_is_sane(&o, file_len) => Some((o, t)),
             _ => None,
         };
@@ -451,19 +472,26 @@ impl SegmentWriter {
                 let start = offset_index.last().map_or(0, |e| u64::from(e.position));
                 let tail = &data[start.min(file_len) as usize..];
                 let mut max_ts = time_index.last().map_or(i64::MIN, |e| e.timestamp);
-                let outcome = scan(tail, base_offset, |_, h| max_ts = max_ts.max(h.max_timestamp));
+                let outcome = scan(tail, base_offset, |_, h| {
+                    max_ts = max_ts.max(h.max_timestamp)
+                });
                 if outcome.valid_len != tail.len() as u64 {
                     // A clean shutdown leaves whole batches only: this is damage.
                     return Err(Error::corrupt(
                         &log_path,
                         start + outcome.valid_len,
-                        format!("invalid batch after a clean shutdown: {:?}", outcome.stopped_by),
+                        format!(
+                            "invalid batch after a clean shutdown: {:?}",
+                            outcome.stopped_by
+                        ),
                     ));
                 }
                 let next = if outcome.batches > 0 {
                     outcome.next_offset
                 } else {
-                    offset_index.last().map_or(base_offset, |e| base_offset + u64::from(e.relative_offset) + 1)
+                    offset_index.last().map_or(base_offset, |e| {
+                        base_offset + u64::from(e.relative_offset) + 1
+                    })
                 };
                 (file_len, next, max_ts, offset_index, time_index)
             }
@@ -474,7 +502,9 @@ impl SegmentWriter {
                 let offset_index = IndexFile::create(&index_path, cap)?;
                 let time_index = IndexFile::create(&time_path, cap)?;
                 let mut builder = IndexBuilder::new(base_offset, u64::from(opts.index_interval));
-                let outcome = scan(&data, base_offset, |pos, h| builder.add(pos, h, &offset_index, &time_index));
+                let outcome = scan(&data, base_offset, |pos, h| {
+                    builder.add(pos, h, &offset_index, &time_index)
+                });
                 builder.finish(&time_index);
                 if outcome.valid_len < file_len {
                     let rest = &data[outcome.valid_len as usize..];
@@ -492,7 +522,13 @@ impl SegmentWriter {
                     let last_nonzero = rest.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
                     repair.truncated_bytes = last_nonzero as u64;
                 }
-                (outcome.valid_len, outcome.next_offset, builder.max_timestamp, offset_index, time_index)
+                (
+                    outcome.valid_len,
+                    outcome.next_offset,
+                    builder.max_timestamp,
+                    offset_index,
+                    time_index,
+                )
             }
         };
         drop(data);
@@ -503,7 +539,16 @@ impl SegmentWriter {
 
         if active {
             let (segment, writer) = SegmentWriter::activate(
-                file, log_path, base_offset, len, next_offset, max_ts, offset_index, time_index, opts, now_ms,
+                file,
+                log_path,
+                base_offset,
+                len,
+                next_offset,
+                max_ts,
+                offset_index,
+                time_index,
+                opts,
+                now_ms,
             )?;
             return Ok((Opened::Active(segment, writer), repair));
         }
@@ -534,7 +579,8 @@ fn index_is_sane(index: &IndexFile<OffsetEntry>, log_len: u64) -> bool {
         None => true,
         Some(last) => {
             u64::from(last.position) < log_len
-                && (index.len() < 2 || index.get(index.len() - 2).relative_offset < last.relative_offset)
+                && (index.len() < 2
+                    || index.get(index.len() - 2).relative_offset < last.relative_offset)
         }
     }
 }
@@ -563,14 +609,23 @@ impl IndexBuilder {
         }
     }
 
-    fn add(&mut self, position: u64, h: &BatchHeader, oi: &IndexFile<OffsetEntry>, ti: &IndexFile<TimeEntry>) {
+    fn add(
+        &mut self,
+        position: u64,
+        h: &BatchHeader,
+        oi: &IndexFile<OffsetEntry>,
+        ti: &IndexFile<TimeEntry>,
+    ) {
         if h.max_timestamp > self.max_timestamp {
             self.max_timestamp = h.max_timestamp;
             self.offset_of_max_timestamp = h.last_offset() as u64;
         }
         if self.bytes_since_entry > self.interval {
             let rel = (h.last_offset() as u64 - self.base_offset) as u32;
-            oi.append(OffsetEntry { relative_offset: rel, position: position as u32 });
+            oi.append(OffsetEntry {
+                relative_offset: rel,
+                position: position as u32,
+            });
             self.add_time_entry(ti);
             self.bytes_since_entry = 0;
         }
@@ -580,7 +635,10 @@ impl IndexBuilder {
     fn add_time_entry(&mut self, ti: &IndexFile<TimeEntry>) {
         if self.max_timestamp > self.last_time_entry {
             let rel = (self.offset_of_max_timestamp - self.base_offset) as u32;
-            ti.append(TimeEntry { timestamp: self.max_timestamp, relative_offset: rel });
+            ti.append(TimeEntry {
+                timestamp: self.max_timestamp,
+                relative_offset: rel,
+            });
             self.last_time_entry = self.max_timestamp;
         }
     }
@@ -630,10 +688,6 @@ pub(crate) struct Appended {
 }
 
 impl SegmentWriter {
-    pub fn segment(&self) -> &Arc<Segment> {
-        &self.segment
-    }
-
     pub fn next_offset(&self) -> u64 {
         self.next_offset
     }
@@ -671,8 +725,16 @@ impl SegmentWriter {
         // (end <= allocated), so the stores cannot fault. Only this writer
         // (serialised by the partition's writer lock) writes the map, and
         // readers never read at or past `published_len` == position.
-        #[expect(unsafe_code, reason = "encoding into the unpublished tail of the shared map")]
-        let out = unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(self.position as usize), batch_len) };
+        #[expect(
+            unsafe_code,
+            reason = "encoding into the unpublished tail of the shared map"
+        )]
+        let out = unsafe {
+            std::slice::from_raw_parts_mut(
+                self.map.as_mut_ptr().add(self.position as usize),
+                batch_len,
+            )
+        };
         let encoded = record::encode_batch(out, self.next_offset as i64, records, now_ms);
         debug_assert_eq!(encoded.len, batch_len);
 
@@ -700,7 +762,8 @@ impl SegmentWriter {
         self.position = end;
         self.next_offset = header.next_offset() as u64;
         let seg = &self.segment;
-        seg.max_timestamp.fetch_max(encoded.max_timestamp, Ordering::Release);
+        seg.max_timestamp
+            .fetch_max(encoded.max_timestamp, Ordering::Release);
         seg.next_offset.store(self.next_offset, Ordering::Release);
         // Publish last: a reader that sees the new length sees the bytes.
         seg.published_len.store(end, Ordering::Release);
@@ -717,7 +780,12 @@ impl SegmentWriter {
             offset_of_max_timestamp: self.offset_of_max_timestamp,
             last_time_entry: self.last_time_entry,
         };
-        b.add(position, h, &self.segment.offset_index, &self.segment.time_index);
+        b.add(
+            position,
+            h,
+            &self.segment.offset_index,
+            &self.segment.time_index,
+        );
         self.bytes_since_index = b.bytes_since_entry;
         self.max_timestamp = b.max_timestamp;
         self.offset_of_max_timestamp = b.offset_of_max_timestamp;
@@ -730,12 +798,21 @@ impl SegmentWriter {
         let chunk = self.allocated.clamp(MIN_ALLOCATE_CHUNK, MAX_ALLOCATE_CHUNK);
         let target = needed.max(self.allocated + chunk).min(self.capacity);
         let path = &self.segment.log_path;
-        crate::io::allocate(&self.segment.file, path, self.allocated, target - self.allocated)?;
+        crate::io::allocate(
+            &self.segment.file,
+            path,
+            self.allocated,
+            target - self.allocated,
+        )?;
         // Pre-faulting is an optimisation: if the kernel lacks
         // MADV_POPULATE_WRITE the first store to each page faults instead.
         let page = page_size();
         let from = self.allocated / page * page;
-        let _ = self.map.advise_range(Advice::PopulateWrite, from as usize, (target - from) as usize);
+        let _ = self.map.advise_range(
+            Advice::PopulateWrite,
+            from as usize,
+            (target - from) as usize,
+        );
         self.allocated = target;
         Ok(())
     }
@@ -747,10 +824,18 @@ impl SegmentWriter {
         let seg = &self.segment;
         seg.offset_index.trim()?;
         seg.time_index.trim()?;
-        let SegmentWriter { segment, map, position, .. } = self;
+        let SegmentWriter {
+            segment,
+            map,
+            position,
+            ..
+        } = self;
         drop(map);
         // Readers map up to the old capacity but only read below `position`.
-        segment.file.set_len(position).map_err(|e| Error::io(&segment.log_path, e))?;
+        segment
+            .file
+            .set_len(position)
+            .map_err(|e| Error::io(&segment.log_path, e))?;
         Ok(segment)
     }
 
@@ -765,11 +850,6 @@ impl SegmentWriter {
         };
         b.finish(&self.segment.time_index);
         self.last_time_entry = b.last_time_entry;
-    }
-
-    /// fdatasync of the log file (the indexes are rebuilt after a crash).
-    pub fn sync(&self) -> Result<()> {
-        self.segment.sync()
     }
 }
 
