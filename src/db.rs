@@ -324,6 +324,8 @@ impl LogHandle {
                 result = result.and(Err(e));
             }
         }
+        // Unmap what no user handle still holds.
+        s.topics.write().clear();
         if result.is_ok() {
             let marker = s.dir.join(CLEAN_SHUTDOWN_FILE);
             result = crate::io::write_atomic(&marker, b"");

@@ -69,10 +69,26 @@ pub struct FetchedBatches {
     /// Whole Kafka RecordBatch v2 batches, back to back, exactly as stored.
     /// The first batch may start before the requested offset.
     pub bytes: Bytes,
-    /// The segment file they came from (named in corruption errors).
-    pub(crate) path: PathBuf,
+    /// The segment they came from (its path is named in corruption errors).
+    pub(crate) segment: Option<Arc<Segment>>,
     /// Byte position of `bytes` in that file.
     pub(crate) position: u64,
+}
+
+impl FetchedBatches {
+    fn empty() -> Self {
+        FetchedBatches {
+            bytes: Bytes::new(),
+            segment: None,
+            position: 0,
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.segment
+            .as_ref()
+            .map_or(Path::new(""), |s| s.log_path())
+    }
 }
 
 impl PartitionShared {
@@ -329,36 +345,26 @@ impl PartitionShared {
         if offset < self.log_start() || offset > end {
             return Err(self.out_of_range(offset));
         }
-        let empty = |segment: Option<&Arc<Segment>>| FetchedBatches {
-            bytes: Bytes::new(),
-            path: segment
-                .map(|s| s.log_path().to_path_buf())
-                .unwrap_or_default(),
-            position: 0,
-        };
         if offset == end {
-            return Ok(empty(None));
+            return Ok(FetchedBatches::empty());
         }
-        let segments = self.segments_from(offset);
-        for segment in &segments {
-            if let Some(found) = segment.locate(offset) {
-                return Ok(FetchedBatches {
-                    bytes: segment.read_batches(found.position, max_bytes),
-                    path: segment.log_path().to_path_buf(),
-                    position: found.position,
-                });
-            }
-        }
-        Ok(empty(segments.last()))
-    }
-
-    /// The segment that may hold `offset` and every later one.
-    fn segments_from(&self, offset: u64) -> Vec<Arc<Segment>> {
+        // Holding the read lock only delays a roll: the lookup touches
+        // memory, never the disk or another lock.
         let segments = self.segments.read();
         let first = segments
             .partition_point(|s| s.base_offset() <= offset)
             .saturating_sub(1);
-        segments[first..].to_vec()
+        for segment in &segments[first..] {
+            if let Some(found) = segment.locate(offset) {
+                return Ok(FetchedBatches {
+                    bytes: segment.read_batches(found.position, max_bytes),
+                    segment: Some(Arc::clone(segment)),
+                    position: found.position,
+                });
+            }
+        }
+        // Only reachable when compaction left no record at or after `offset`.
+        Ok(FetchedBatches::empty())
     }
 
     /// The earliest offset whose timestamp is `>= timestamp`, with that
@@ -436,13 +442,13 @@ pub(crate) fn decode_into(
     while position < bytes.len() && out.len() - start_len < max {
         let at = fetched.position + position as u64;
         let header: BatchHeader = record::check(&bytes[position..])
-            .map_err(|e| Error::corrupt(&fetched.path, at, e.to_string()))?;
+            .map_err(|e| Error::corrupt(fetched.path(), at, e.to_string()))?;
         let batch = bytes.slice(position..position + header.total_len());
         let mut taken_all = true;
-        for r in
-            record::records(&batch).map_err(|e| Error::corrupt(&fetched.path, at, e.to_string()))?
+        for r in record::records(&batch)
+            .map_err(|e| Error::corrupt(fetched.path(), at, e.to_string()))?
         {
-            let r = r.map_err(|e| Error::corrupt(&fetched.path, at, e.to_string()))?;
+            let r = r.map_err(|e| Error::corrupt(fetched.path(), at, e.to_string()))?;
             let offset = r.offset as u64;
             if offset < next {
                 continue;
