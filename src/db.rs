@@ -4,22 +4,22 @@
 //! whose drop (the last clone going away) closes the log; background
 //! threads hold only `Arc<LogShared>`, so they never keep the log open.
 
+use crossbeam_channel::Sender;
+use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
-use std::time::Duration;
-
-use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::config::{Durability, LogConfig, TopicConfig};
 use crate::consumer::{Consumer, ConsumerConfig};
 use crate::error::{Error, Result};
 use crate::io::DirLock;
 use crate::log::PartitionRecovery;
+use crate::partition::{OpenContext, PartitionShared};
 use crate::producer::Producer;
-use crate::topic::{OpenContext, Topic, TopicShared, validate_topic_name};
+use crate::topic::{Topic, TopicShared, validate_topic_name};
+use crate::worker::{Flusher, Job, PartitionSource};
 
 /// Present only between a clean `close` and the next `open` (Kafka's
 /// `.kafka_cleanshutdown`): its presence lets `open` trust every file.
@@ -87,7 +87,7 @@ pub struct Log {
 #[derive(Debug)]
 struct LogHandle {
     shared: Arc<LogShared>,
-    flusher: Mutex<Option<JoinHandle<()>>>,
+    flusher: Mutex<Flusher>,
 }
 
 #[derive(Debug)]
@@ -97,7 +97,7 @@ pub(crate) struct LogShared {
     topics: RwLock<BTreeMap<String, Topic>>,
     lock: Mutex<Option<DirLock>>,
     closed: AtomicBool,
-    stop: (Mutex<bool>, Condvar),
+    flush_jobs: Sender<Job>,
     recovery: RecoveryReport,
 }
 
@@ -117,6 +117,7 @@ impl Log {
 
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = marker.exists();
+        let (flush_tx, flush_rx) = crossbeam_channel::unbounded();
         let mut recovery = RecoveryReport {
             clean_shutdown: clean,
             ..RecoveryReport::default()
@@ -125,6 +126,7 @@ impl Log {
             durability: config.durability,
             clock: &config.clock,
             clean,
+            flusher: &flush_tx,
         };
         let mut topics = BTreeMap::new();
         let mut names = Vec::new();
@@ -163,20 +165,15 @@ impl Log {
             topics: RwLock::new(topics),
             lock: Mutex::new(Some(lock)),
             closed: AtomicBool::new(false),
-            stop: (Mutex::new(false), Condvar::new()),
+            flush_jobs: flush_tx.clone(),
             recovery,
         });
-        let flusher = match shared.config.durability {
-            Durability::Interval(every) => {
-                let s = Arc::clone(&shared);
-                let spawned = std::thread::Builder::new()
-                    .name("logbus-flusher".into())
-                    .spawn(move || s.run_flusher(every))
-                    .map_err(|e| Error::io(&shared.dir, e))?;
-                Some(spawned)
-            }
+        let interval = match shared.config.durability {
+            Durability::Interval(every) => Some(every),
             _ => None,
         };
+        let source: Arc<dyn PartitionSource> = Arc::clone(&shared) as _;
+        let flusher = Flusher::start(flush_rx, flush_tx, interval, source)?;
         Ok(Log {
             handle: Arc::new(LogHandle {
                 shared,
@@ -237,6 +234,7 @@ impl Log {
             durability: s.config.durability,
             clock: &s.config.clock,
             clean: true,
+            flusher: &s.flush_jobs,
         };
         let (shared, _) = TopicShared::open(name, final_dir, &ctx)?;
         let topic = Topic { shared };
@@ -312,18 +310,15 @@ impl LogHandle {
         if s.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        *s.stop.0.lock() = true;
-        s.stop.1.notify_all();
-        if let Some(flusher) = self.flusher.lock().take() {
-            // A panicked flusher has nothing left to clean up.
-            let _ = flusher.join();
-        }
         let mut result = Ok(());
         for topic in s.topics.read().values() {
             if let Err(e) = topic.shared.close() {
                 result = result.and(Err(e));
             }
         }
+        // After the partitions: no roll can queue a job any more, and the
+        // flusher finishes the queued ones before it stops.
+        self.flusher.lock().stop();
         // Unmap what no user handle still holds.
         s.topics.write().clear();
         if result.is_ok() {
@@ -339,6 +334,16 @@ impl Drop for LogHandle {
     fn drop(&mut self) {
         // Errors here have nowhere to go; `close()` reports them.
         let _ = self.close();
+    }
+}
+
+impl PartitionSource for LogShared {
+    fn partitions(&self) -> Vec<Arc<PartitionShared>> {
+        let topics = self.topics.read();
+        topics
+            .values()
+            .flat_map(|t| t.shared.partition_shareds().cloned())
+            .collect()
     }
 }
 
@@ -359,29 +364,6 @@ impl LogShared {
             .ok_or_else(|| Error::UnknownTopic {
                 topic: name.to_string(),
             })
-    }
-
-    fn run_flusher(&self, every: Duration) {
-        let (stop, wake) = &self.stop;
-        let mut stopped = stop.lock();
-        while !*stopped {
-            wake.wait_for(&mut stopped, every);
-            if *stopped {
-                break;
-            }
-            drop(stopped);
-            let topics: Vec<Topic> = self.topics.read().values().cloned().collect();
-            for topic in topics {
-                for p in topic.partitions() {
-                    if p.shared.is_dirty() && !p.shared.is_closed() {
-                        // A failure poisons the partition; its next append
-                        // reports it to the producer.
-                        let _ = p.shared.sync_to(p.shared.log_end());
-                    }
-                }
-            }
-            stopped = stop.lock();
-        }
     }
 }
 

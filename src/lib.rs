@@ -31,6 +31,7 @@
 //!   `index` (`.index`/`.timeindex`), `segment` (one `.log` file), and
 //!   loading/recovery of a partition directory.
 //! - `producer`, `consumer` — the client API.
+//! - `worker` — the background flusher thread.
 //! - `partitioner` — Kafka's murmur2.
 //! - `io` — directory lock, fsync, atomic file replacement, block
 //!   reservation, checksummed metadata files.
@@ -55,6 +56,7 @@ mod partitioner;
 mod producer;
 mod record;
 mod topic;
+mod worker;
 
 #[cfg(test)]
 mod testutil;

@@ -16,6 +16,7 @@ use std::thread::Thread;
 use std::time::Instant;
 
 use bytes::Bytes;
+use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::config::{Clock, Durability, TopicConfig};
@@ -24,6 +25,7 @@ use crate::log::record::{self, BatchHeader};
 use crate::log::segment::{AppendError, Appended, Segment, SegmentOptions, SegmentWriter};
 use crate::log::{self, PartitionRecovery};
 use crate::record::{ConsumerRecord, Record};
+use crate::worker::Job;
 
 /// A handle on one partition of a topic. Cheap to clone.
 ///
@@ -50,7 +52,9 @@ pub(crate) struct PartitionShared {
     log_end: AtomicU64,
     log_start: AtomicU64,
     /// Set after a failed write-back: appends are refused until reopen.
-    poisoned: AtomicBool,
+    /// Shared with the flusher, which syncs sealed segments.
+    poisoned: Arc<AtomicBool>,
+    flusher: Sender<Job>,
     /// Set when the log closes or the topic is deleted.
     closed: AtomicBool,
     waiters: Waiters,
@@ -61,6 +65,15 @@ pub(crate) struct PartitionShared {
 struct WriterState {
     /// `None` once the partition is closed (log closed or topic deleted).
     active: Option<SegmentWriter>,
+}
+
+/// What opening a partition needs from the log.
+pub(crate) struct OpenContext<'a> {
+    pub durability: Durability,
+    pub clock: &'a Arc<dyn Clock>,
+    /// The previous session closed cleanly: trust the files.
+    pub clean: bool,
+    pub flusher: &'a Sender<Job>,
 }
 
 /// Raw batches read from a partition.
@@ -97,12 +110,10 @@ impl PartitionShared {
         id: u32,
         dir: PathBuf,
         config: Arc<TopicConfig>,
-        durability: Durability,
-        clock: Arc<dyn Clock>,
-        clean: bool,
+        ctx: &OpenContext<'_>,
     ) -> Result<(Arc<PartitionShared>, PartitionRecovery)> {
         let opts = segment_options(&config);
-        let loaded = log::load(&dir, opts, clean, clock.now_ms())?;
+        let loaded = log::load(&dir, opts, ctx.clean, ctx.clock.now_ms())?;
         let log_end = loaded.writer.next_offset();
         let log_start = loaded.segments.first().map_or(0, |s| s.base_offset());
         let shared = Arc::new(PartitionShared {
@@ -110,15 +121,16 @@ impl PartitionShared {
             id,
             dir,
             config,
-            durability,
-            clock,
+            durability: ctx.durability,
+            clock: Arc::clone(ctx.clock),
             writer: Mutex::new(WriterState {
                 active: Some(loaded.writer),
             }),
             segments: RwLock::new(loaded.segments),
             log_end: AtomicU64::new(log_end),
             log_start: AtomicU64::new(log_start),
-            poisoned: AtomicBool::new(false),
+            poisoned: Arc::new(AtomicBool::new(false)),
+            flusher: ctx.flusher.clone(),
             closed: AtomicBool::new(false),
             waiters: Waiters::default(),
             // Whatever was on disk at open is treated as durable: after a
@@ -234,10 +246,20 @@ impl PartitionShared {
         self.segments.write().push(segment);
         state.active = Some(new_writer);
         let sealed = sealed.inspect_err(|_| self.poisoned.store(true, Ordering::Release))?;
-        if self.durability != Durability::Os {
-            // The group commit only syncs the active segment, so the one being
-            // sealed must be durable (with its directory entry) before any
-            // record of the new one can be acknowledged.
+        if self.durability == Durability::Os {
+            // Off the hot path, like Kafka's flush of a rolled segment: a power
+            // loss can then only tear the active segment, which recovery scans.
+            let job = Job::SyncSealed {
+                segment: sealed,
+                dir: self.dir.clone(),
+                poisoned: Arc::clone(&self.poisoned),
+            };
+            // The flusher only stops after every partition is closed.
+            let _ = self.flusher.send(job);
+        } else {
+            // Group commit and the interval flush only sync the active
+            // segment, so the one being sealed must be durable (with its
+            // directory entry) before any record of the new one is acknowledged.
             let synced = sealed.sync().and_then(|()| crate::io::fsync_dir(&self.dir));
             synced.inspect_err(|_| self.poisoned.store(true, Ordering::Release))?;
         }

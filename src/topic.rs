@@ -4,10 +4,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::config::{Clock, Durability, TopicConfig};
+use crate::config::TopicConfig;
 use crate::error::{Error, Result};
 use crate::log::PartitionRecovery;
-use crate::partition::{Partition, PartitionShared};
+use crate::partition::{OpenContext, Partition, PartitionShared};
 use crate::partitioner;
 use crate::record::Record;
 
@@ -52,6 +52,9 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
     }
 }
 
+/// What recovery did in each partition of a topic, by partition number.
+pub(crate) type PartitionRecoveries = Vec<(u32, PartitionRecovery)>;
+
 /// A handle on a topic. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Topic {
@@ -66,12 +69,6 @@ pub(crate) struct TopicShared {
     partitions: Vec<Partition>,
     /// Bytes sent without a key, for the sticky partitioner.
     keyless_bytes: AtomicU64,
-}
-
-pub(crate) struct OpenContext<'a> {
-    pub durability: Durability,
-    pub clock: &'a Arc<dyn Clock>,
-    pub clean: bool,
 }
 
 impl TopicShared {
@@ -93,7 +90,7 @@ impl TopicShared {
         name: &str,
         dir: PathBuf,
         ctx: &OpenContext<'_>,
-    ) -> Result<(Arc<TopicShared>, Vec<(u32, PartitionRecovery)>)> {
+    ) -> Result<(Arc<TopicShared>, PartitionRecoveries)> {
         let path = dir.join(CONFIG_FILE);
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
         let (_, pairs) = crate::io::decode_props(&path, &bytes, CONFIG_KIND, CONFIG_VERSION)?;
@@ -108,15 +105,8 @@ impl TopicShared {
             if !pdir.is_dir() {
                 return Err(Error::corrupt(&pdir, 0, "partition directory is missing"));
             }
-            let (shared, recovery) = PartitionShared::open(
-                Arc::clone(&name),
-                id,
-                pdir,
-                Arc::clone(&config),
-                ctx.durability,
-                Arc::clone(ctx.clock),
-                ctx.clean,
-            )?;
+            let (shared, recovery) =
+                PartitionShared::open(Arc::clone(&name), id, pdir, Arc::clone(&config), ctx)?;
             partitions.push(Partition { shared });
             recoveries.push((id, recovery));
         }
@@ -128,6 +118,10 @@ impl TopicShared {
             keyless_bytes: AtomicU64::new(0),
         };
         Ok((Arc::new(shared), recoveries))
+    }
+
+    pub(crate) fn partition_shareds(&self) -> impl Iterator<Item = &Arc<PartitionShared>> {
+        self.partitions.iter().map(|p| &p.shared)
     }
 
     pub(crate) fn dir(&self) -> &Path {
