@@ -153,7 +153,40 @@ fn parent_dir(path: &Path) -> &Path {
 /// [`Error::Io`] with `path`. After a failure the page cache state of the
 /// file is unknown; retrying is not safe (see [`Error::Poisoned`]).
 pub fn fdatasync(file: &File, path: &Path) -> Result<()> {
+    #[cfg(test)]
+    if failpoints::fire_sync(path) {
+        return Err(Error::io(path, io::Error::from_raw_os_error(libc::EIO)));
+    }
     file.sync_data().map_err(|e| Error::io(path, e))
+}
+
+/// Test-only fault injection: make the next `fdatasync` of a file whose path
+/// contains a marker fail with EIO. (The full storage seam with power-cut
+/// simulation is the reliability issue's work.)
+#[cfg(test)]
+pub(crate) mod failpoints {
+    use std::path::Path;
+
+    use parking_lot::Mutex;
+
+    static FAIL_SYNC: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    /// The next fdatasync of a path containing `marker` fails.
+    pub(crate) fn fail_next_sync(marker: &str) {
+        FAIL_SYNC.lock().push(marker.to_string());
+    }
+
+    pub(super) fn fire_sync(path: &Path) -> bool {
+        let path = path.to_string_lossy();
+        let mut armed = FAIL_SYNC.lock();
+        match armed.iter().position(|m| path.contains(m.as_str())) {
+            Some(i) => {
+                armed.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// Reserves disk blocks for `[offset, offset + len)` of `file`, extending its

@@ -710,3 +710,65 @@ impl Partition {
         self.shared.sync_to(self.shared.log_end())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testutil::TempDir;
+    use crate::{Durability, Error, Log, LogConfig, Record, TopicConfig};
+
+    #[test]
+    fn failed_fsync_is_reported_then_the_partition_refuses_appends_until_reopen() {
+        let dir = TempDir::new();
+        let config = || LogConfig::default().durability(Durability::Always);
+        let log = Log::open(dir.path(), config()).unwrap();
+        // A topic name unique to this test, so parallel tests never trip the failpoint.
+        log.create_topic("fsyncgate", TopicConfig::new(1)).unwrap();
+        let producer = log.producer("fsyncgate").unwrap();
+        producer.send(Record::new("durable")).unwrap();
+
+        crate::io::failpoints::fail_next_sync("fsyncgate");
+        let err = producer.send(Record::new("lost?")).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+        // Never retried into a success: the partition is poisoned.
+        let err = producer.send(Record::new("after")).unwrap_err();
+        assert!(
+            matches!(err, Error::Poisoned { partition: 0, .. }),
+            "{err:?}"
+        );
+        let p = log
+            .topic("fsyncgate")
+            .unwrap()
+            .partition(0)
+            .unwrap()
+            .clone();
+        assert!(matches!(p.flush(), Err(Error::Poisoned { .. })));
+        drop((p, producer));
+        drop(log);
+
+        let log = Log::open(dir.path(), config()).unwrap();
+        let producer = log.producer("fsyncgate").unwrap();
+        let meta = producer.send(Record::new("after reopen")).unwrap();
+        // The failed record was in the page cache, so it is still there.
+        assert_eq!(meta.offset, 2);
+    }
+
+    #[test]
+    fn time_based_roll_uses_the_injected_clock() {
+        let dir = TempDir::new();
+        let clock = std::sync::Arc::new(crate::ManualClock::new(1_000_000));
+        let log = Log::open(dir.path(), LogConfig::default().clock(clock.clone())).unwrap();
+        let topic = log
+            .create_topic("timeroll", TopicConfig::new(1).segment_ms(Some(60_000)))
+            .unwrap();
+        let producer = log.producer("timeroll").unwrap();
+        producer.send(Record::new("a")).unwrap();
+        clock.advance(std::time::Duration::from_millis(59_999));
+        producer.send(Record::new("b")).unwrap();
+        assert_eq!(topic.partition(0).unwrap().stats().segments, 1);
+        clock.advance(std::time::Duration::from_millis(1));
+        producer.send(Record::new("c")).unwrap();
+        let stats = topic.partition(0).unwrap().stats();
+        assert_eq!(stats.segments, 2);
+        assert_eq!(stats.log_end_offset, 3);
+    }
+}
