@@ -36,8 +36,19 @@ struct Opts {
     records: u64,
     sync_records: u64,
     latency_records: u64,
+    latency_every_us: u64,
     reps: usize,
     json: Option<PathBuf>,
+    /// Comma-separated workload groups to run (all when `None`).
+    only: Option<String>,
+}
+
+impl Opts {
+    fn want(&self, group: &str) -> bool {
+        self.only
+            .as_deref()
+            .is_none_or(|only| only.split(',').any(|g| g == group))
+    }
 }
 
 fn parse_args() -> Opts {
@@ -45,8 +56,10 @@ fn parse_args() -> Opts {
         records: 2_000_000,
         sync_records: 1000,
         latency_records: 50_000,
+        latency_every_us: 20,
         reps: 3,
         json: None,
+        only: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -66,13 +79,16 @@ fn parse_args() -> Opts {
             "--records" => o.records = num(val()),
             "--sync-records" => o.sync_records = num(val()),
             "--latency-records" => o.latency_records = num(val()),
+            "--latency-every-us" => o.latency_every_us = num(val()),
             "--reps" => o.reps = num(val()).max(1) as usize,
             "--json" => o.json = Some(PathBuf::from(val())),
+            "--only" => o.only = Some(val()),
             "-h" | "--help" => {
                 println!(
                     "compare [--records N (100 B rows, default 2000000; 1 KiB rows use N/8)] \
                      [--sync-records S (Durability::Always rows, default 1000)] \
-                     [--latency-records L (default 50000)] [--reps R (default 3)] [--json out.json]"
+                     [--latency-records L (default 50000)] [--latency-every-us U (default 20)] [--reps R (default 3)] [--json out.json] \
+                     [--only GROUPS (comma-separated: baseline,batch100,batch1k,single,latency,sync)]"
                 );
                 std::process::exit(0);
             }
@@ -501,6 +517,46 @@ fn word_sum(b: &[u8]) -> u64 {
     acc
 }
 
+/// The same paced one-way handoff through a crossbeam channel (what a
+/// thread wake-up costs on this machine, with no log in between).
+fn channel_latency(records: u64, every: Duration) -> Sample {
+    let epoch = Instant::now();
+    let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(1024);
+    let (lats, secs) = std::thread::scope(|s| {
+        let consumer = s.spawn(move || {
+            let mut lats = Vec::with_capacity(records as usize);
+            while let Ok(v) = rx.recv() {
+                let now = epoch.elapsed().as_nanos() as u64;
+                let sent = u64::from_le_bytes(v[..8].try_into().unwrap());
+                lats.push(now.saturating_sub(sent));
+            }
+            lats
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        let mut buf = [b'z'; 100];
+        let start = Instant::now();
+        let mut next = Instant::now();
+        for _ in 0..records {
+            while Instant::now() < next {
+                std::hint::spin_loop();
+            }
+            let sent = epoch.elapsed().as_nanos() as u64;
+            buf[..8].copy_from_slice(&sent.to_le_bytes());
+            tx.send(buf.to_vec()).unwrap();
+            next = (next + every).max(Instant::now());
+        }
+        let secs = start.elapsed().as_secs_f64();
+        drop(tx);
+        (consumer.join().unwrap(), secs)
+    });
+    assert_eq!(lats.len() as u64, records);
+    Sample {
+        records,
+        secs,
+        lat: lat_of(lats),
+    }
+}
+
 /// One producer sending single records paced `every` apart, one consumer
 /// thread blocked in `poll`; latency = consumer's receive time minus the
 /// send time embedded in the value (nanos since a shared `Instant`).
@@ -594,44 +650,49 @@ fn main() {
         let dir = TempDir::new(&root, &format!("rep{rep}"));
 
         // Baselines.
-        let f100 = dir.0.join("raw100.dat");
-        t.add(
-            W100,
-            100,
-            None,
-            "64 KiB BufWriter, [u32 len][payload], no fsync",
-            raw_write(&f100, n100, 100),
-        );
-        t.add(
-            R100,
-            100,
-            None,
-            "read() into 64 KiB buf, walks every record",
-            raw_read(&f100, n100),
-        );
-        std::fs::remove_file(&f100).ok();
-        let f1k = dir.0.join("raw1k.dat");
-        t.add(
-            W1K,
-            1024,
-            None,
-            "64 KiB BufWriter, [u32 len][payload], no fsync",
-            raw_write(&f1k, n1k, 1024),
-        );
-        t.add(
-            R1K,
-            1024,
-            None,
-            "read() into 64 KiB buf, walks every record",
-            raw_read(&f1k, n1k),
-        );
-        std::fs::remove_file(&f1k).ok();
+        if o.want("baseline") {
+            let f100 = dir.0.join("raw100.dat");
+            t.add(
+                W100,
+                100,
+                None,
+                "64 KiB BufWriter, [u32 len][payload], no fsync",
+                raw_write(&f100, n100, 100),
+            );
+            t.add(
+                R100,
+                100,
+                None,
+                "read() into 64 KiB buf, walks every record",
+                raw_read(&f100, n100),
+            );
+            std::fs::remove_file(&f100).ok();
+            let f1k = dir.0.join("raw1k.dat");
+            t.add(
+                W1K,
+                1024,
+                None,
+                "64 KiB BufWriter, [u32 len][payload], no fsync",
+                raw_write(&f1k, n1k, 1024),
+            );
+            t.add(
+                R1K,
+                1024,
+                None,
+                "read() into 64 KiB buf, walks every record",
+                raw_read(&f1k, n1k),
+            );
+            std::fs::remove_file(&f1k).ok();
+        }
 
         // Batched appends, then reads of what they wrote.
         for (size, n, w, r, label) in [
             (100usize, n100, W100, R100, "100 B"),
             (1024, n1k, W1K, R1K, "1 KiB"),
         ] {
+            if !o.want(&format!("batch{}", if size == 100 { "100" } else { "1k" })) {
+                continue;
+            }
             let d = TempDir::new(&dir.0, &format!("batch{size}"));
             let log = open_log(&d.0, Durability::Os);
             log.create_topic("t", TopicConfig::new(1)).unwrap();
@@ -662,7 +723,7 @@ fn main() {
         }
 
         // Single sends.
-        {
+        if o.want("single") {
             let d = TempDir::new(&dir.0, "single1");
             let log = open_log(&d.0, Durability::Os);
             log.create_topic("t", TopicConfig::new(1)).unwrap();
@@ -676,7 +737,7 @@ fn main() {
             );
             log.close().unwrap();
         }
-        {
+        if o.want("single") {
             let d = TempDir::new(&dir.0, "single4");
             let log = open_log(&d.0, Durability::Os);
             log.create_topic("t", TopicConfig::new(4)).unwrap();
@@ -690,7 +751,7 @@ fn main() {
             );
             log.close().unwrap();
         }
-        {
+        if o.want("single") {
             let d = TempDir::new(&dir.0, "single4k");
             let log = open_log(&d.0, Durability::Os);
             log.create_topic("t", TopicConfig::new(4)).unwrap();
@@ -706,7 +767,20 @@ fn main() {
         }
 
         // Produce -> consume latency.
-        {
+        let every = Duration::from_micros(o.latency_every_us);
+        if o.want("latency") {
+            t.add(
+                "ceiling crossbeam channel latency 100 B",
+                100,
+                None,
+                &format!(
+                    "same pacing ({} us); Vec<u8> through bounded(1024), blocking recv",
+                    o.latency_every_us
+                ),
+                channel_latency(o.latency_records, every),
+            );
+        }
+        if o.want("latency") {
             let d = TempDir::new(&dir.0, "latency");
             let log = open_log(&d.0, Durability::Os);
             log.create_topic("t", TopicConfig::new(1)).unwrap();
@@ -714,14 +788,17 @@ fn main() {
                 "logbus produce->consume latency 100 B",
                 100,
                 None,
-                "1 producer, one send() every 20 us; 1 consumer blocked in poll",
-                lb_latency(&log, "t", o.latency_records, Duration::from_micros(20)),
+                &format!(
+                    "1 producer, one send() every {} us; 1 consumer blocked in poll",
+                    o.latency_every_us
+                ),
+                lb_latency(&log, "t", o.latency_records, every),
             );
             log.close().unwrap();
         }
 
         // Durability::Always and its ceiling.
-        {
+        if o.want("sync") {
             let f = dir.0.join("fsync.dat");
             t.add(
                 FSYNC,
@@ -749,6 +826,9 @@ fn main() {
             std::fs::remove_file(&f).ok();
         }
         for threads in [1usize, 4] {
+            if !o.want("sync") {
+                continue;
+            }
             let d = TempDir::new(&dir.0, &format!("always{threads}"));
             let log = open_log(&d.0, Durability::Always);
             log.create_topic("t", TopicConfig::new(1)).unwrap();
