@@ -33,7 +33,13 @@ impl Fresh {
         let log = Log::open(&dir, LogConfig::default()).unwrap();
         log.create_topic("t", TopicConfig::new(1)).unwrap();
         let producer = log.producer("t").unwrap();
-        (Fresh { log: Some(log), dir }, producer)
+        (
+            Fresh {
+                log: Some(log),
+                dir,
+            },
+            producer,
+        )
     }
 }
 

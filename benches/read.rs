@@ -21,7 +21,8 @@ impl Drop for TempDir {
 }
 
 fn read(c: &mut Criterion) {
-    let dir = TempDir(std::env::temp_dir().join(format!("logbus-bench-read-{}", std::process::id())));
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("logbus-bench-read-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&dir.0);
     let log = Log::open(&dir.0, LogConfig::default()).unwrap();
     log.create_topic("t", TopicConfig::new(1)).unwrap();
@@ -79,7 +80,9 @@ fn read(c: &mut Criterion) {
         let mut pos = 0;
         let b = &f.bytes[..];
         while pos + 61 <= b.len() {
-            n += u64::from(u32::from_be_bytes(b[pos + 57..pos + 61].try_into().unwrap()));
+            n += u64::from(u32::from_be_bytes(
+                b[pos + 57..pos + 61].try_into().unwrap(),
+            ));
             pos += i32::from_be_bytes(b[pos + 8..pos + 12].try_into().unwrap()) as usize + 12;
         }
         n

@@ -118,8 +118,10 @@ fn main() {
                     .filter(|p| *p as usize % CONSUMERS == c)
                     .collect();
                 let mut consumer = log.consumer(ConsumerConfig::default().max_poll_records(10_000));
-                let tps: Vec<TopicPartition> =
-                    parts.iter().map(|&p| TopicPartition::new(TOPIC, p)).collect();
+                let tps: Vec<TopicPartition> = parts
+                    .iter()
+                    .map(|&p| TopicPartition::new(TOPIC, p))
+                    .collect();
                 consumer.assign(&tps).expect("assign");
                 let topic = log.topic(TOPIC).unwrap();
                 let mut seen = Seen::default();
@@ -150,14 +152,16 @@ fn main() {
                         next_offset[p] = r.offset + 1;
                         let v = r.value.as_deref().unwrap_or(&[]);
                         if v.len() != VALUE_LEN {
-                            seen.errors.push(format!("partition {p} offset {}: bad value", r.offset));
+                            seen.errors
+                                .push(format!("partition {p} offset {}: bad value", r.offset));
                             continue;
                         }
                         let (prod, phase) = (v[0] as usize, v[1] as usize);
                         let seq = u64::from_le_bytes(v[2..10].try_into().unwrap());
                         let sent = u64::from_le_bytes(v[10..18].try_into().unwrap());
                         if prod >= PRODUCERS || phase >= 2 {
-                            seen.errors.push(format!("partition {p} offset {}: bad header", r.offset));
+                            seen.errors
+                                .push(format!("partition {p} offset {}: bad header", r.offset));
                             continue;
                         }
                         // A producer's records reach one partition in send order.
@@ -257,10 +261,15 @@ fn main() {
         ));
     }
     for prod in 0..PRODUCERS {
-        for (phase, expect) in [BATCHED_PER_PRODUCER, SINGLE_PER_PRODUCER].into_iter().enumerate() {
+        for (phase, expect) in [BATCHED_PER_PRODUCER, SINGLE_PER_PRODUCER]
+            .into_iter()
+            .enumerate()
+        {
             let got: u64 = seen.iter().map(|s| s.per_producer[prod][phase]).sum();
             if got != expect {
-                errors.push(format!("producer {prod} phase {phase}: sent {expect}, consumed {got}"));
+                errors.push(format!(
+                    "producer {prod} phase {phase}: sent {expect}, consumed {got}"
+                ));
             }
         }
     }
@@ -299,9 +308,13 @@ fn main() {
         );
     };
     for (i, phase) in PHASES.iter().enumerate() {
-        let mut lat: Vec<u64> = seen.iter().flat_map(|s| s.latency[i].iter().copied()).collect();
+        let mut lat: Vec<u64> = seen
+            .iter()
+            .flat_map(|s| s.latency[i].iter().copied())
+            .collect();
         let n = lat.len() as u64;
-        let secs = (phase_end[i].load(Ordering::Relaxed)
+        let secs = (phase_end[i]
+            .load(Ordering::Relaxed)
             .saturating_sub(phase_start[i].load(Ordering::Relaxed))) as f64
             / 1e9;
         row(
