@@ -90,7 +90,8 @@ pub(crate) fn load(dir: &Path, opts: SegmentOptions, clean: bool, now_ms: i64) -
         // Sealed segments were complete before the next one was created, so
         // a process crash cannot tear them: trust them and check their tail.
         let trusted = clean || !active;
-        let (opened, repair) = SegmentWriter::open(dir, base, opts, active, trusted, now_ms)?;
+        let (opened, repair) =
+            SegmentWriter::open(dir, base, opts, active, trusted, clean, now_ms)?;
         recovery.segments_scanned += usize::from(repair.scanned);
         recovery.indexes_rebuilt += usize::from(repair.rebuilt_index);
         recovery.truncated_bytes += repair.truncated_bytes;

@@ -265,9 +265,17 @@ fn index_capacity(capacity: u64, interval: u32) -> usize {
 
 /// Scans `buf` from the start for whole, CRC-valid batches with increasing
 /// offsets, calling `on_batch(position, header)` for each.
+///
+/// With `contiguous`, each batch must start exactly at the offset after the
+/// previous one (the first at `base_offset`). The CRC does not cover a batch's
+/// base offset (as in Kafka), so this is the only way to see a damaged base
+/// offset that went *up*: without it the scan accepts the damaged batch and
+/// then stops at the next one as "offsets go backwards", and recovery would
+/// truncate every valid batch after the damage as if it were a torn tail.
 pub(crate) fn scan(
     buf: &[u8],
     base_offset: u64,
+    contiguous: bool,
     mut on_batch: impl FnMut(u64, &BatchHeader),
 ) -> ScanOutcome {
     let mut position = 0usize;
@@ -278,6 +286,11 @@ pub(crate) fn scan(
             break None;
         }
         match record::check(&buf[position..]) {
+            Ok(header) if contiguous && header.base_offset != next_offset as i64 => {
+                break Some(BatchError::Invalid(
+                    "batch does not start at the next offset",
+                ));
+            }
             Ok(header) if header.base_offset >= 0 && header.base_offset as u64 >= next_offset => {
                 on_batch(position as u64, &header);
                 next_offset = header.next_offset() as u64;
@@ -413,6 +426,15 @@ impl SegmentWriter {
             time_index,
         });
         let last_time_entry = segment.time_index.last().map_or(i64::MIN, |e| e.timestamp);
+        // Resume the interval count where the file left it (the entry's batch
+        // included, as `IndexBuilder::add` counts), so that entries appended
+        // after a reopen fall where an uninterrupted writer would put them.
+        let bytes_since_index = len
+            - segment
+                .offset_index
+                .last()
+                .map_or(0, |e| u64::from(e.position))
+                .min(len);
         let writer = SegmentWriter {
             segment: Arc::clone(&segment),
             map: write_map,
@@ -421,7 +443,7 @@ impl SegmentWriter {
             position: len,
             next_offset,
             index_interval: u64::from(opts.index_interval),
-            bytes_since_index: 0,
+            bytes_since_index,
             max_timestamp,
             offset_of_max_timestamp: next_offset.saturating_sub(1),
             last_time_entry,
@@ -431,13 +453,16 @@ impl SegmentWriter {
     }
 
     /// Opens an existing segment. `active` segments get a writer; `trusted`
-    /// (clean shutdown) segments are not scanned.
+    /// segments (every segment after a clean shutdown, sealed ones after a
+    /// crash) are not scanned if their indexes look sane. `clean`: the last
+    /// session closed cleanly.
     pub fn open(
         dir: &Path,
         base_offset: u64,
         opts: SegmentOptions,
         active: bool,
         trusted: bool,
+        clean: bool,
         now_ms: i64,
     ) -> Result<(Opened, Repair)> {
         let stem = file_stem(base_offset);
@@ -466,16 +491,29 @@ impl SegmentWriter {
             _ => None,
         };
 
-        let (len, next_offset, max_ts, offset_index, time_index) = match indexes {
-            Some((offset_index, time_index)) => {
-                // Trusted: find the end by walking from the last index entry.
-                let start = offset_index.last().map_or(0, |e| u64::from(e.position));
-                let tail = &data[start.min(file_len) as usize..];
-                let mut max_ts = time_index.last().map_or(i64::MIN, |e| e.timestamp);
-                let outcome = scan(tail, base_offset, |_, h| {
-                    max_ts = max_ts.max(h.max_timestamp)
-                });
-                if outcome.valid_len != tail.len() as u64 {
+        let mut trusted_end = None;
+        if let Some((offset_index, time_index)) = indexes {
+            // Trusted: find the end by walking from the last index entry.
+            let start = offset_index.last().map_or(0, |e| u64::from(e.position));
+            let tail = &data[start.min(file_len) as usize..];
+            let mut tail_max_ts = i64::MIN;
+            // An empty offset index makes this a scan of the whole segment:
+            // note whether the live writer would have made an entry.
+            let interval = u64::from(opts.index_interval);
+            let mut entry_missing = false;
+            let outcome = scan(tail, base_offset, false, |pos, h| {
+                tail_max_ts = tail_max_ts.max(h.max_timestamp);
+                entry_missing |= offset_index.len() == 0 && pos > interval;
+            });
+            let mut len = file_len;
+            if outcome.valid_len != tail.len() as u64 {
+                let rest = &tail[outcome.valid_len as usize..];
+                if !clean && !active && rest.iter().all(|&b| b == 0) {
+                    // A crash while a roll sealed this segment (indexes
+                    // already trimmed, `.log` not yet) leaves its
+                    // preallocated zero tail: no data, cut it.
+                    len = start + outcome.valid_len;
+                } else {
                     // A clean shutdown leaves whole batches only: this is damage.
                     return Err(Error::corrupt(
                         &log_path,
@@ -486,15 +524,28 @@ impl SegmentWriter {
                         ),
                     ));
                 }
-                let next = if outcome.batches > 0 {
-                    outcome.next_offset
-                } else {
-                    offset_index.last().map_or(base_offset, |e| {
-                        base_offset + u64::from(e.relative_offset) + 1
-                    })
-                };
-                (file_len, next, max_ts, offset_index, time_index)
             }
+            let next = if outcome.batches > 0 {
+                outcome.next_offset
+            } else {
+                offset_index.last().map_or(base_offset, |e| {
+                    base_offset + u64::from(e.relative_offset) + 1
+                })
+            };
+            // The time index decides which segment `offsets_for_times`
+            // searches (through its last entry, the segment's largest
+            // timestamp), so a missing, stale or garbage one must be rebuilt,
+            // not trusted. A missing index file was just created empty.
+            if !entry_missing
+                && time_index_is_sane(&time_index, next - base_offset, len, tail_max_ts)
+            {
+                let max_ts = time_index.last().map_or(tail_max_ts, |e| e.timestamp);
+                trusted_end = Some((len, next, max_ts, offset_index, time_index));
+            }
+        }
+
+        let (len, next_offset, max_ts, offset_index, time_index) = match trusted_end {
+            Some(end) => end,
             None => {
                 repair.scanned = true;
                 repair.rebuilt_index = true;
@@ -502,7 +553,10 @@ impl SegmentWriter {
                 let offset_index = IndexFile::create(&index_path, cap)?;
                 let time_index = IndexFile::create(&time_path, cap)?;
                 let mut builder = IndexBuilder::new(base_offset, u64::from(opts.index_interval));
-                let outcome = scan(&data, base_offset, |pos, h| {
+                // The active segment only ever grows by appends at the log
+                // end, so its offsets are contiguous (compaction, as in
+                // Kafka, never rewrites the active segment).
+                let outcome = scan(&data, base_offset, active, |pos, h| {
                     builder.add(pos, h, &offset_index, &time_index)
                 });
                 builder.finish(&time_index);
@@ -570,6 +624,31 @@ impl SegmentWriter {
             time_index,
         };
         Ok((Opened::Sealed(Arc::new(segment)), repair))
+    }
+}
+
+/// Whether a trusted segment's time index can be used as it is. Sealing
+/// (`IndexBuilder::finish`) leaves the segment's largest timestamp as the
+/// last entry, so in a segment holding records (`log_len > 0`) it must exist,
+/// be at least the largest timestamp of the scanned tail, point below
+/// `next_relative`, and follow the entry before it. (A segment whose every
+/// timestamp is `i64::MIN` has no entry and is rebuilt each time: harmless.)
+fn time_index_is_sane(
+    index: &IndexFile<TimeEntry>,
+    next_relative: u64,
+    log_len: u64,
+    tail_max_ts: i64,
+) -> bool {
+    match index.last() {
+        None => log_len == 0,
+        Some(last) => {
+            u64::from(last.relative_offset) < next_relative
+                && last.timestamp >= tail_max_ts
+                && (index.len() < 2 || {
+                    let prev = index.get(index.len() - 2);
+                    prev.timestamp < last.timestamp && prev.relative_offset <= last.relative_offset
+                })
+        }
     }
 }
 

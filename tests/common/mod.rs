@@ -38,3 +38,161 @@ pub fn log_files(partition_dir: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// Copies `src` into `dst` recursively (files and directories only).
+///
+/// Copying a data directory while its `Log` is still open is how the tests
+/// take a crash image: every acknowledged record is in the page cache, the
+/// active segments are still preallocated (zero tail, untrimmed indexes) and
+/// there is no `.clean_shutdown` marker — exactly what a killed process
+/// leaves. The copy's `.lock` is a plain file: nobody holds a lock on it.
+pub fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        let from = entry.path();
+        let to = dst.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&from, &to);
+        } else {
+            std::fs::copy(&from, &to).unwrap();
+        }
+    }
+}
+
+/// A crash image of `src` (see [`copy_dir`]) in a new temporary directory.
+pub fn crash_copy(src: &Path, tag: &str) -> TempDir {
+    let dst = TempDir::new(tag);
+    copy_dir(src, dst.path());
+    dst
+}
+
+/// Every file under `dir` (relative path → contents), `.lock` excluded.
+pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else if path.file_name().is_some_and(|n| n != ".lock") {
+                let rel = path.strip_prefix(root).unwrap().to_path_buf();
+                out.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// A record batch as the tests see it, parsed independently of the crate:
+/// big-endian baseOffset (bytes 0..8), batchLength (8..12), recordsCount (57..61).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSpan {
+    pub start: usize,
+    pub len: usize,
+    pub base_offset: u64,
+    pub records: u32,
+}
+
+/// Walks the batches of a segment file's bytes, stopping at the first
+/// header that is zero or runs past the end.
+pub fn batch_spans(bytes: &[u8]) -> Vec<BatchSpan> {
+    let mut out = Vec::new();
+    let mut p = 0;
+    while p + 61 <= bytes.len() {
+        let base_offset = u64::from_be_bytes(bytes[p..p + 8].try_into().unwrap());
+        let length = i32::from_be_bytes(bytes[p + 8..p + 12].try_into().unwrap());
+        if length <= 0 || bytes[p + 16] != 2 {
+            break;
+        }
+        let len = length as usize + 12;
+        if p + len > bytes.len() {
+            break;
+        }
+        let records = u32::from_be_bytes(bytes[p + 57..p + 61].try_into().unwrap());
+        out.push(BatchSpan {
+            start: p,
+            len,
+            base_offset,
+            records,
+        });
+        p += len;
+    }
+    out
+}
+
+/// Small deterministic PRNG (splitmix64), so failures replay from the seed.
+#[derive(Debug, Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+}
+
+/// Every record of a partition, read with `Partition::read` from the log start.
+pub fn read_all(log: &logbus::Log, topic: &str, partition: u32) -> Vec<logbus::ConsumerRecord> {
+    let p = log
+        .topic(topic)
+        .unwrap()
+        .partition(partition)
+        .unwrap()
+        .clone();
+    let mut out = Vec::new();
+    let mut offset = p.log_start_offset();
+    while offset < p.log_end_offset() {
+        let batch = p.read(offset, 10_000).unwrap();
+        assert!(
+            !batch.is_empty(),
+            "no records at {offset} below the log end"
+        );
+        offset = batch.last().unwrap().offset + 1;
+        out.extend(batch);
+    }
+    out
+}
+
+/// A command re-running this test binary with only `test_name` selected:
+/// the child-process pattern (the named test does its child work when it
+/// finds its environment variable, and nothing otherwise).
+pub fn reexec(test_name: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([test_name, "--exact", "--nocapture", "--test-threads=1"]);
+    cmd
+}
+
+/// Serialises tests that spawn child processes with tests that close and
+/// reopen a log in the same test binary.
+///
+/// Between fork and exec a child holds copies of every descriptor of the
+/// parent, including a `Log`'s lock file, and `DirLock` releases its
+/// `flock` only by closing its descriptor; so a `close()` on one test thread
+/// while another spawns a child can leave the directory locked for a moment
+/// and the following `Log::open` fails with `Locked` (see the ignored test
+/// `errors::close_releases_the_lock_while_a_child_is_being_spawned`).
+static SPAWN_LOCK: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Held by a test that reopens logs: no child process is spawned meanwhile.
+pub fn no_spawns() -> std::sync::RwLockReadGuard<'static, ()> {
+    SPAWN_LOCK.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Held by a test that spawns child processes: it runs alone.
+pub fn spawning() -> std::sync::RwLockWriteGuard<'static, ()> {
+    SPAWN_LOCK.write().unwrap_or_else(|e| e.into_inner())
+}
