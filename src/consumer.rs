@@ -40,6 +40,10 @@ pub struct ConsumerConfig {
     /// Most bytes fetched from one partition per `poll` (Kafka's
     /// `max.partition.fetch.bytes`, 1 MiB; at least one batch is always returned).
     pub max_partition_fetch_bytes: usize,
+    /// How long `poll` spins, checking for new data, before it parks the
+    /// thread (default 20 µs). Spinning turns a ~10 µs wake-up into ~1 µs
+    /// while records flow, at the cost of CPU; zero parks at once.
+    pub wait_spin: Duration,
 }
 
 impl Default for ConsumerConfig {
@@ -48,6 +52,7 @@ impl Default for ConsumerConfig {
             offset_reset: OffsetReset::Earliest,
             max_poll_records: 500,
             max_partition_fetch_bytes: 1 << 20,
+            wait_spin: Duration::from_micros(20),
         }
     }
 }
@@ -57,6 +62,13 @@ impl ConsumerConfig {
     #[must_use]
     pub fn offset_reset(mut self, reset: OffsetReset) -> Self {
         self.offset_reset = reset;
+        self
+    }
+
+    /// Sets how long `poll` spins before parking.
+    #[must_use]
+    pub fn wait_spin(mut self, spin: Duration) -> Self {
+        self.wait_spin = spin;
         self
     }
 
@@ -268,11 +280,17 @@ impl Consumer {
                 .collect();
             let parts: Vec<&partition::PartitionShared> =
                 waiting.iter().map(|(_, p)| &*p.shared).collect();
-            partition::wait_for_data(&self.signal, &parts, deadline, || {
-                waiting
-                    .iter()
-                    .any(|(pos, p)| p.log_end_offset() > *pos || p.shared.is_closed())
-            });
+            partition::wait_for_data(
+                &self.signal,
+                &parts,
+                deadline,
+                self.config.wait_spin,
+                || {
+                    waiting
+                        .iter()
+                        .any(|(pos, p)| p.log_end_offset() > *pos || p.shared.is_closed())
+                },
+            );
         }
     }
 

@@ -1,12 +1,13 @@
 //! [`Producer`]: choosing partitions, checking sizes and batching.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::Clock;
 use crate::error::{Error, Result};
 use crate::log::record;
 use crate::record::{Record, RecordMetadata};
-use crate::topic::Topic;
+use crate::topic::{STICKY_BYTES, Topic};
 
 /// Sends records to one topic. Thread-safe and cheap to clone: share one
 /// between threads or give each its own.
@@ -28,15 +29,32 @@ use crate::topic::Topic;
 /// # drop(log); std::fs::remove_dir_all(&dir).ok();
 /// # Ok::<(), logbus::Error>(())
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Producer {
     topic: Topic,
     clock: Arc<dyn Clock>,
+    /// Bytes this handle sent without a key (the sticky partitioner's
+    /// position). Per handle, so producer threads holding their own clones
+    /// stick to different partitions instead of contending on one.
+    keyless_bytes: AtomicU64,
+}
+
+impl Clone for Producer {
+    fn clone(&self) -> Self {
+        Producer::new(self.topic.clone(), Arc::clone(&self.clock))
+    }
 }
 
 impl Producer {
     pub(crate) fn new(topic: Topic, clock: Arc<dyn Clock>) -> Self {
-        Producer { topic, clock }
+        // Each handle starts at a different sticky partition.
+        static HANDLES: AtomicU64 = AtomicU64::new(0);
+        let start = HANDLES.fetch_add(1, Ordering::Relaxed) * STICKY_BYTES;
+        Producer {
+            topic,
+            clock,
+            keyless_bytes: AtomicU64::new(start),
+        }
     }
 
     /// The topic this producer writes to.
@@ -55,7 +73,9 @@ impl Producer {
         let records = [&record];
         let len = record::encoded_len(&records, now);
         self.check_size(len)?;
-        let partition = self.topic.choose_partition(&record, len)?;
+        let partition = self
+            .topic
+            .choose_partition(&record, len, &self.keyless_bytes)?;
         let p = &self.topic.partitions()[partition as usize];
         let appended = p.shared.append(&records, len, now)?;
         Ok(RecordMetadata {
@@ -80,13 +100,15 @@ impl Producer {
         }
         let now = self.clock.now_ms();
         let max = self.topic.config().max_record_bytes;
-        // Upper bound of each record's share of a batch: its size alone plus
-        // room for the offset and timestamp deltas growing inside a batch.
+        // Upper bound of each record's share of a batch, cheap to compute;
+        // the exact size is only worked out for a record near the limit.
         let mut sizes = Vec::with_capacity(records.len());
         for r in records {
-            let alone = record::encoded_len(&[r], now);
-            self.check_size(alone)?;
-            sizes.push(alone - record::BATCH_HEADER_LEN + DELTA_SLACK);
+            let bound = size_bound(r);
+            if bound + record::BATCH_HEADER_LEN > max {
+                self.check_size(record::encoded_len(&[r], now))?;
+            }
+            sizes.push(bound);
         }
         let total: usize = sizes.iter().sum();
         // Group by partition, keeping order; keyless records of one call
@@ -97,10 +119,15 @@ impl Producer {
             let p = if r.partition.is_none() && r.key.is_none() {
                 match keyless_partition {
                     Some(p) => p,
-                    None => *keyless_partition.insert(self.topic.choose_partition(r, total)?),
+                    None => *keyless_partition.insert(self.topic.choose_partition(
+                        r,
+                        total,
+                        &self.keyless_bytes,
+                    )?),
                 }
             } else {
-                self.topic.choose_partition(r, sizes[i])?
+                self.topic
+                    .choose_partition(r, sizes[i], &self.keyless_bytes)?
             };
             match groups.iter_mut().find(|(gp, _)| *gp == p) {
                 Some((_, idx)) => idx.push(i),
@@ -154,7 +181,15 @@ impl Producer {
     }
 }
 
-/// Bytes an offset delta and a timestamp delta can add to a record once it
-/// is not alone in its batch (varint 5 + varlong 10, minus the 2 bytes used
-/// when both are zero).
-const DELTA_SLACK: usize = 13;
+/// An upper bound of a record's encoded size inside a batch: every varint at
+/// its widest (length 5, timestamp delta 10, offset delta 5, key and value
+/// lengths 5 each, header count 5, per header 10) plus the bytes themselves.
+fn size_bound(r: &Record) -> usize {
+    let data = |b: &Option<bytes::Bytes>| b.as_ref().map_or(0, |b| b.len());
+    let headers: usize = r
+        .headers
+        .iter()
+        .map(|h| 10 + h.key.len() + data(&h.value))
+        .sum();
+    5 + 1 + 10 + 5 + 5 + data(&r.key) + 5 + data(&r.value) + 5 + headers
+}

@@ -19,7 +19,7 @@ const CONFIG_VERSION: u32 = 1;
 /// Keyless records stick to one partition for this many bytes before moving
 /// to the next, like Kafka's sticky partitioner with its 16 KiB batch.size:
 /// batches stay large while load still spreads over every partition.
-const STICKY_BYTES: u64 = 16 << 10;
+pub(crate) const STICKY_BYTES: u64 = 16 << 10;
 
 /// Checks a topic name against Kafka's rule. Because `/` and anything but
 /// `[a-zA-Z0-9._-]` are refused, a name can never escape the data directory.
@@ -67,8 +67,6 @@ pub(crate) struct TopicShared {
     dir: PathBuf,
     config: Arc<TopicConfig>,
     partitions: Vec<Partition>,
-    /// Bytes sent without a key, for the sticky partitioner.
-    keyless_bytes: AtomicU64,
 }
 
 impl TopicShared {
@@ -115,7 +113,6 @@ impl TopicShared {
             dir,
             config,
             partitions,
-            keyless_bytes: AtomicU64::new(0),
         };
         Ok((Arc::new(shared), recoveries))
     }
@@ -176,8 +173,14 @@ impl Topic {
     }
 
     /// The partition a record goes to: its explicit partition, else Kafka's
-    /// murmur2 of its key, else the sticky partition for keyless records.
-    pub(crate) fn choose_partition(&self, record: &Record, encoded_len: usize) -> Result<u32> {
+    /// murmur2 of its key, else the sticky partition for keyless records
+    /// (`keyless_bytes` counts what this producer sent without a key).
+    pub(crate) fn choose_partition(
+        &self,
+        record: &Record,
+        encoded_len: usize,
+        keyless_bytes: &AtomicU64,
+    ) -> Result<u32> {
         let n = self.shared.config.partitions;
         if let Some(p) = record.partition {
             if p >= n {
@@ -191,10 +194,7 @@ impl Topic {
         if let Some(key) = &record.key {
             return Ok(partitioner::partition_for_key(key, n));
         }
-        let sent = self
-            .shared
-            .keyless_bytes
-            .fetch_add(encoded_len as u64, Ordering::Relaxed);
+        let sent = keyless_bytes.fetch_add(encoded_len as u64, Ordering::Relaxed);
         Ok(((sent / STICKY_BYTES) % u64::from(n)) as u32)
     }
 }

@@ -48,6 +48,15 @@ fn hexdump(bytes: &[u8]) -> String {
     bytes
         .chunks(16)
         .enumerate()
-        .map(|(i, c)| format!("{:04x}  {}\n", i * 16, c.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")))
+        .map(|(i, c)| {
+            format!(
+                "{:04x}  {}\n",
+                i * 16,
+                c.iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        })
         .collect()
 }

@@ -215,13 +215,21 @@ impl Segment {
         None
     }
 
-    /// Whole published batches starting at `position`, up to `max_bytes`
-    /// (always at least one batch if there is one, as Kafka's fetch does).
-    pub fn read_batches(&self, position: u64, max_bytes: usize) -> Bytes {
+    /// Whole published batches starting at `position` and below
+    /// `high_watermark`, up to `max_bytes` (always at least one batch if
+    /// there is one, as Kafka's fetch does).
+    ///
+    /// IMPORTANT: a batch becomes visible in the segment a moment before the
+    /// partition's end offset moves past it; a reader that took it would
+    /// hold a position beyond the end offset it knows, and mistake that for
+    /// an out-of-range offset. So reads stop at the caller's high watermark.
+    pub fn read_batches(&self, position: u64, max_bytes: usize, high_watermark: u64) -> Bytes {
         let mut end = position;
         while let Some(header) = self.header_at(end) {
             let next = end + header.total_len() as u64;
-            if end > position && (next - position) as usize > max_bytes {
+            let past_watermark =
+                header.base_offset < 0 || header.base_offset as u64 >= high_watermark;
+            if past_watermark || (end > position && (next - position) as usize > max_bytes) {
                 break;
             }
             end = next;
