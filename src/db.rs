@@ -9,7 +9,7 @@ use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::config::{Durability, LogConfig, TopicConfig};
 use crate::consumer::{Consumer, ConsumerConfig};
@@ -218,7 +218,9 @@ impl Log {
         }
         // Build under a transient name, then rename: a crash leaves either
         // no topic or a whole one.
-        let staging = s.dir.join(format!("{TRANSIENT_PREFIX}creating-{name}"));
+        // A short unique name: `~creating-` + a 249-character topic name
+        // would pass the 255-byte limit of a file name.
+        let staging = s.dir.join(transient_name("creating"));
         if staging.exists() {
             std::fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
         }
@@ -270,7 +272,7 @@ impl Log {
             topic: name.to_string(),
         })?;
         topic.shared.abandon();
-        let doomed = s.dir.join(format!("{TRANSIENT_PREFIX}deleted-{name}"));
+        let doomed = s.dir.join(transient_name("deleted"));
         std::fs::rename(topic.shared.dir(), &doomed).map_err(|e| Error::io(&doomed, e))?;
         crate::io::fsync_dir(&s.dir)?;
         // Unlinking is safe under live maps: the inodes live until unmapped.
@@ -365,6 +367,14 @@ impl LogShared {
                 topic: name.to_string(),
             })
     }
+}
+
+/// `~<what>-<pid>-<n>`: unique within the directory (it is locked by this
+/// process) and short whatever the topic name.
+fn transient_name(what: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{TRANSIENT_PREFIX}{what}-{}-{n}", std::process::id())
 }
 
 fn check_or_write_meta(dir: &Path) -> Result<()> {

@@ -37,10 +37,10 @@ const LOCK_FILE: &str = ".lock";
 /// the lock when the holder exits, however it exits.
 #[derive(Debug)]
 pub struct DirLock {
-    // Never read: keeping the descriptor open is what holds the lock. It is
-    // opened with O_CLOEXEC (std always sets it), so a child process we spawn
-    // does not inherit the lock and keep it past our exit.
-    _file: File,
+    // Holds the lock while open; `Drop` unlocks it. It is opened with
+    // O_CLOEXEC (std always sets it), so a child process we spawn does not
+    // inherit the lock and keep it past our exit.
+    file: File,
 }
 
 impl DirLock {
@@ -79,7 +79,20 @@ impl DirLock {
         // The lock file is deliberately never deleted: removing it on drop
         // would let a later opener lock a fresh inode while a process that
         // opened the old one still believes it holds the lock.
-        Ok(DirLock { _file: file })
+        Ok(DirLock { file })
+    }
+}
+
+impl Drop for DirLock {
+    #[expect(unsafe_code, reason = "flock(2) has no wrapper in std as of the MSRV")]
+    fn drop(&mut self) {
+        // Unlock explicitly rather than by closing: a child process forked
+        // but not yet exec'd shares this open file description, and closing
+        // our descriptor alone would leave the directory locked until it
+        // execs. LOCK_UN releases the lock for the whole description.
+        // SAFETY: the descriptor belongs to `self.file`, open until the end
+        // of this call; flock touches no memory of ours.
+        let _ = unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
     }
 }
 

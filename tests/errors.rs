@@ -84,7 +84,6 @@ fn invalid_names_are_refused_and_create_nothing() {
 /// which is longer than the 255-byte NAME_MAX for names of 246..=249
 /// characters: creation fails with `Io { source: ENAMETOOLONG }`.
 #[test]
-#[ignore = "bug: create_topic's staging dir `~creating-<name>` (src/db.rs) exceeds NAME_MAX for valid names of 246..=249 chars"]
 fn longest_valid_topic_name_works() {
     let _guard = common::no_spawns();
     let dir = TempDir::new("long-name");
@@ -291,11 +290,10 @@ fn open_from_another_process_is_locked() {
 /// the process is spawning a child: between fork and exec the child holds a
 /// copy of every descriptor (O_CLOEXEC only closes them at exec), and an
 /// flock belongs to the open file description, so closing our descriptor is
-/// not enough — the lock stays held until the child execs. `DirLock` should
-/// `flock(fd, LOCK_UN)` before closing. Here the child is held between fork
+/// not enough — the lock would stay held until the child execs. `DirLock`
+/// unlocks with `flock(fd, LOCK_UN)` on drop. Here the child is held between fork
 /// and exec (a `pre_exec` hook that sleeps) to make the window deterministic.
 #[test]
-#[ignore = "bug: DirLock (src/io.rs) releases the flock only by closing its fd; a child between fork and exec keeps it locked"]
 fn close_releases_the_lock_while_a_child_is_being_spawned() {
     use std::os::unix::net::UnixStream;
     use std::os::unix::process::CommandExt;
