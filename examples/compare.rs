@@ -925,10 +925,10 @@ fn to_json(t: &Table, ceilings: &[&str]) -> String {
             .iter()
             .map(|x| format!("{:.1}", x.rate()))
             .collect();
-        let _ = write!(
+        let _ = writeln!(
             out,
             "  {{\"workload\": \"{}\", \"payload_bytes\": {}, \"records_per_s\": {:.1}, \"mb_per_s\": {:.3}, \
-             \"x_baseline\": {}, \"reference\": {}, \"p50_us\": {}, \"p99_us\": {}, \"reps_records_per_s\": [{}], \"note\": \"{}\"}}{}\n",
+             \"x_baseline\": {}, \"reference\": {}, \"p50_us\": {}, \"p99_us\": {}, \"reps_records_per_s\": [{}], \"note\": \"{}\"}}{}",
             esc(&r.name),
             r.payload,
             s.rate,
