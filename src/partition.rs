@@ -21,7 +21,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::config::{Clock, Durability, TopicConfig};
 use crate::error::{Error, Result};
-use crate::log::record::{self, BatchHeader};
+use crate::log::record::{self, BatchHeader, EncodedBatch};
 use crate::log::segment::{AppendError, Appended, Segment, SegmentOptions, SegmentWriter};
 use crate::log::{self, PartitionRecovery};
 use crate::record::{ConsumerRecord, Record};
@@ -167,37 +167,62 @@ impl PartitionShared {
         }
     }
 
-    /// Appends `records` as one batch of `batch_len` encoded bytes and makes
-    /// it visible; returns once it is as durable as the log's mode promises.
-    /// `now` must be the time `batch_len` was computed with (it fills in
-    /// missing timestamps, which changes the encoded length).
+    /// Appends `records` as one batch of `batch_len` encoded bytes, encoded
+    /// straight into the segment's map, and makes it visible; returns once it
+    /// is as durable as the log's mode promises. `now` must be the time
+    /// `batch_len` was computed with (it fills in missing timestamps, which
+    /// changes the encoded length).
     pub(crate) fn append<R: Borrow<Record>>(
         &self,
         records: &[R],
         batch_len: usize,
         now: i64,
     ) -> Result<Appended> {
-        let appended = {
+        self.append_with(batch_len, now, |w| w.append(records, batch_len, now))
+    }
+
+    /// Appends a batch the caller already encoded (any base offset), written
+    /// with `pwrite`: the fast path for large batches.
+    pub(crate) fn append_encoded(
+        &self,
+        batch: &mut [u8],
+        encoded: &EncodedBatch,
+        records: usize,
+        now: i64,
+    ) -> Result<Appended> {
+        let len = batch.len();
+        self.append_with(len, now, |w| w.append_encoded(batch, encoded, records))
+    }
+
+    fn append_with(
+        &self,
+        batch_len: usize,
+        now: i64,
+        mut write: impl FnMut(&mut SegmentWriter) -> std::result::Result<Appended, AppendError>,
+    ) -> Result<Appended> {
+        let (appended, next_offset) = {
             let mut state = self.writer.lock();
-            let appended = self.append_locked(&mut state, records, batch_len, now)?;
+            let appended = self.append_locked(&mut state, batch_len, now, &mut write)?;
             // Publish while still holding the lock so log_end only moves forward.
-            self.log_end.store(appended.next_offset, Ordering::SeqCst);
+            self.log_end.store(appended.1, Ordering::SeqCst);
             appended
         };
         self.waiters.wake();
         if self.durability == Durability::Always {
-            self.sync_to(appended.next_offset)?;
+            self.sync_to(next_offset)?;
         }
-        Ok(appended.appended)
+        Ok(appended)
     }
 
-    fn append_locked<R: Borrow<Record>>(
+    /// Rolls when the segment is too old or full, and writes the batch.
+    /// Returns where it landed and the new log end.
+    fn append_locked(
         &self,
         state: &mut WriterState,
-        records: &[R],
         batch_len: usize,
         now: i64,
-    ) -> Result<AppendedBatch> {
+        write: &mut impl FnMut(&mut SegmentWriter) -> std::result::Result<Appended, AppendError>,
+    ) -> Result<(Appended, u64)> {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(self.poisoned_error());
         }
@@ -213,13 +238,8 @@ impl PartitionShared {
             let Some(writer) = state.active.as_mut() else {
                 return Err(Error::Closed);
             };
-            match writer.append(records, batch_len, now) {
-                Ok(appended) => {
-                    return Ok(AppendedBatch {
-                        appended,
-                        next_offset: writer.next_offset(),
-                    });
-                }
+            match write(writer) {
+                Ok(appended) => return Ok((appended, writer.next_offset())),
                 Err(AppendError::Full) if writer.position() > 0 => self.roll(state, now)?,
                 Err(AppendError::Full) => {
                     // Validation keeps batches below segment_bytes, so an empty
@@ -430,11 +450,6 @@ impl PartitionShared {
     }
 }
 
-struct AppendedBatch {
-    appended: Appended,
-    next_offset: u64,
-}
-
 fn segment_options(config: &TopicConfig) -> SegmentOptions {
     SegmentOptions {
         capacity: config.segment_bytes,
@@ -469,8 +484,25 @@ pub(crate) fn decode_into(
     let start_len = out.len();
     while position < bytes.len() && out.len() - start_len < max {
         let at = fetched.position + position as u64;
-        let header: BatchHeader = record::check(&bytes[position..])
-            .map_err(|e| Error::corrupt(fetched.path(), at, e.to_string()))?;
+        let corrupt = |e: record::BatchError| Error::corrupt(fetched.path(), at, e.to_string());
+        let header: BatchHeader = record::parse_header(&bytes[position..]).map_err(corrupt)?;
+        let end = at + header.total_len() as u64;
+        match &fetched.segment {
+            // Checked once already (appended or scanned by this process).
+            Some(segment) if end <= segment.verified_len() => {
+                if header.total_len() > bytes.len() - position {
+                    return Err(corrupt(record::BatchError::Invalid(
+                        "batch runs past the fetch",
+                    )));
+                }
+            }
+            segment => {
+                record::check(&bytes[position..]).map_err(corrupt)?;
+                if let Some(segment) = segment {
+                    segment.mark_verified(at, end);
+                }
+            }
+        }
         let batch = bytes.slice(position..position + header.total_len());
         let mut taken_all = true;
         for r in record::records(&batch)

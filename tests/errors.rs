@@ -45,7 +45,6 @@ fn tp(topic: &str, partition: u32) -> TopicPartition {
 
 #[test]
 fn invalid_names_are_refused_and_create_nothing() {
-    let _guard = common::no_spawns();
     let root = TempDir::new("names");
     let dir = root.path().join("data");
     let log = Log::open(&dir, config()).unwrap();
@@ -79,13 +78,13 @@ fn invalid_names_are_refused_and_create_nothing() {
 }
 
 /// Kafka allows topic names of up to 249 characters, and so does
-/// `validate_topic_name`; but `create_topic` builds the topic under
-/// `~creating-<name>` (and `delete_topic` renames it to `~deleted-<name>`),
-/// which is longer than the 255-byte NAME_MAX for names of 246..=249
-/// characters: creation fails with `Io { source: ENAMETOOLONG }`.
+/// `validate_topic_name`. `create_topic` builds a topic under a transient
+/// directory name and `delete_topic` renames it to one before removal: those
+/// names must stay within the 255-byte NAME_MAX for the longest valid names
+/// too (they once were `~creating-<name>` / `~deleted-<name>`, which failed
+/// with ENAMETOOLONG for names of 246..=249 characters).
 #[test]
 fn longest_valid_topic_name_works() {
-    let _guard = common::no_spawns();
     let dir = TempDir::new("long-name");
     let log = Log::open(dir.path(), config()).unwrap();
     for len in [245, 246, 249] {
@@ -116,7 +115,6 @@ fn longest_valid_topic_name_works() {
 
 #[test]
 fn unknown_topic_existing_topic_and_unknown_partition() {
-    let _guard = common::no_spawns();
     let dir = TempDir::new("topics");
     let log = Log::open(dir.path(), config()).unwrap();
     let unknown = |r: Result<()>| match r {
@@ -177,7 +175,6 @@ fn unknown_topic_existing_topic_and_unknown_partition() {
 
 #[test]
 fn invalid_configs_are_refused() {
-    let _guard = common::no_spawns();
     let dir = TempDir::new("configs");
     let interval0 = LogConfig::default().durability(Durability::Interval(Duration::ZERO));
     assert!(matches!(
@@ -214,7 +211,6 @@ fn invalid_configs_are_refused() {
 
 #[test]
 fn second_open_in_process_is_locked_until_close() {
-    let _guard = common::no_spawns();
     let dir = TempDir::new("lock");
     let log = Log::open(dir.path(), config()).unwrap();
     log.create_topic("t", topic_config(1)).unwrap();
@@ -256,7 +252,6 @@ fn lock_holder_child() {
 
 #[test]
 fn open_from_another_process_is_locked() {
-    let _alone = common::spawning();
     let dir = TempDir::new("lock-child");
     let mut child = common::reexec("lock_holder_child")
         .env(LOCK_CHILD_ENV, dir.path())
@@ -297,7 +292,6 @@ fn open_from_another_process_is_locked() {
 fn close_releases_the_lock_while_a_child_is_being_spawned() {
     use std::os::unix::net::UnixStream;
     use std::os::unix::process::CommandExt;
-    let _alone = common::spawning();
     let dir = TempDir::new("lock-fork");
     let log = Log::open(dir.path(), config()).unwrap();
     let (mut forked, in_child) = UnixStream::pair().unwrap();
@@ -330,7 +324,6 @@ fn close_releases_the_lock_while_a_child_is_being_spawned() {
 
 #[test]
 fn record_too_large_writes_nothing() {
-    let _guard = common::no_spawns();
     let dir = TempDir::new("too-large");
     let log = Log::open(dir.path(), config()).unwrap();
     let topic = log.create_topic("t", topic_config(3)).unwrap();
@@ -424,7 +417,6 @@ fn record_too_large_writes_nothing() {
 
 #[test]
 fn offsets_out_of_range_and_reset_policies() {
-    let _guard = common::no_spawns();
     let dir = TempDir::new("range");
     let log = Log::open(dir.path(), config()).unwrap();
     log.create_topic("t", topic_config(1)).unwrap();
@@ -513,7 +505,6 @@ fn offsets_out_of_range_and_reset_policies() {
 
 #[test]
 fn operations_after_close_are_refused() {
-    let _guard = common::no_spawns();
     let dir = TempDir::new("closed");
     let log = Log::open(dir.path(), config()).unwrap();
     log.create_topic("t", topic_config(2)).unwrap();
@@ -559,7 +550,6 @@ fn operations_after_close_are_refused() {
 
 #[test]
 fn records_read_outlive_their_topic() {
-    let _guard = common::no_spawns();
     let dir = TempDir::new("outlive");
     let log = Log::open(dir.path(), config()).unwrap();
     log.create_topic("t", topic_config(1)).unwrap();
@@ -703,7 +693,6 @@ proptest! {
             1..10,
         )
     ) {
-        let _guard = common::no_spawns();
         let dir = TempDir::new("prop");
         let log = Log::open(dir.path(), config()).unwrap();
         log.create_topic("t", topic_config(3).max_record_bytes(4096)).unwrap();

@@ -116,3 +116,50 @@ fn batch_send_and_consumer_poll() {
     assert_eq!(consumer.poll(Duration::from_millis(10)).unwrap().len(), 0);
     let _ = Bytes::new();
 }
+
+/// Large batches are written with `pwrite`, small ones through the map; both
+/// must interleave in one segment, roll, and read back after reopen.
+#[test]
+fn large_and_small_batches_interleave() {
+    let dir = TempDir::new("mixed");
+    let config = TopicConfig::new(1)
+        .segment_bytes(1 << 20)
+        .max_record_bytes(256 << 10);
+    let mut expected = Vec::new();
+    {
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        log.create_topic("t", config).unwrap();
+        let producer = log.producer("t").unwrap();
+        for round in 0..40u32 {
+            let n = if round % 2 == 0 { 1500 } else { 3 };
+            let records: Vec<Record> = (0..n)
+                .map(|i| Record::new(format!("r{round}-{i}-{}", "y".repeat(90))))
+                .collect();
+            let metas = producer.send_batch(&records).unwrap();
+            assert_eq!(metas[0].offset, expected.len() as u64);
+            expected.extend(records.into_iter().map(|r| r.value.unwrap()));
+            producer
+                .send(Record::new(format!("single-{round}")))
+                .unwrap();
+            expected.push(Bytes::from(format!("single-{round}")));
+        }
+        assert!(
+            log.topic("t")
+                .unwrap()
+                .partition(0)
+                .unwrap()
+                .stats()
+                .segments
+                > 3
+        );
+        let got = read_all(&log, "t", 0);
+        assert_eq!(got.len(), expected.len());
+    }
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let got = read_all(&log, "t", 0);
+    assert_eq!(got.len(), expected.len());
+    for (i, (r, v)) in got.iter().zip(&expected).enumerate() {
+        assert_eq!(r.offset, i as u64);
+        assert_eq!(r.value.as_ref(), Some(v));
+    }
+}

@@ -125,7 +125,6 @@ fn torn_extent(tail: &[u8]) -> u64 {
 
 #[test]
 fn torn_tail_at_every_byte_of_the_last_batch() {
-    let _guard = common::no_spawns();
     let src = TempDir::new("torn-src");
     let mut rng = Rng(1);
     let sent = {
@@ -182,7 +181,6 @@ fn torn_tail_at_every_byte_of_the_last_batch() {
 
 #[test]
 fn crash_image_with_preallocated_zero_tail_keeps_every_record() {
-    let _guard = common::no_spawns();
     let src = TempDir::new("prealloc-src");
     let mut rng = Rng(2);
     let log = Log::open(src.path(), config()).unwrap();
@@ -218,7 +216,6 @@ fn crash_image_with_preallocated_zero_tail_keeps_every_record() {
 
 #[test]
 fn zeros_or_garbage_after_the_last_batch_are_truncated() {
-    let _guard = common::no_spawns();
     let src = TempDir::new("garbage-src");
     let mut rng = Rng(3);
     let sent = {
@@ -309,7 +306,6 @@ const LEADER_EPOCH: std::ops::Range<usize> = 12..16;
 
 #[test]
 fn bit_flip_in_an_earlier_batch_of_the_active_segment_is_corrupt() {
-    let _guard = common::no_spawns();
     let src = TempDir::new("flip-src");
     let mut rng = Rng(4);
     let log = Log::open(src.path(), config()).unwrap();
@@ -371,7 +367,6 @@ fn bit_flip_in_an_earlier_batch_of_the_active_segment_is_corrupt() {
 
 #[test]
 fn bit_flip_in_a_sealed_segment_fails_the_read() {
-    let _guard = common::no_spawns();
     let src = TempDir::new("sealed-flip-src");
     let mut rng = Rng(5);
     let sent = {
@@ -520,7 +515,6 @@ fn write_timed(log: &Log, rng: &mut Rng) -> Timed {
 
 #[test]
 fn offsets_for_times_matches_a_brute_force_model() {
-    let _guard = common::no_spawns();
     let src = TempDir::new("times");
     let mut rng = Rng(6);
     let log = Log::open(src.path(), config()).unwrap();
@@ -569,7 +563,6 @@ fn files_with_ext(dir: &Path, ext: &str) -> Vec<PathBuf> {
 
 #[test]
 fn missing_or_garbage_indexes_never_lose_records() {
-    let _guard = common::no_spawns();
     let src = TempDir::new("index-src");
     let mut rng = Rng(7);
     let (sent, model) = {
@@ -689,7 +682,6 @@ fn assert_same_files(got: &BTreeMap<PathBuf, Vec<u8>>, want: &BTreeMap<PathBuf, 
 
 #[test]
 fn recovery_is_idempotent() {
-    let _guard = common::no_spawns();
     let src = TempDir::new("twice-src");
     let mut rng = Rng(8);
     let log = Log::open(src.path(), config()).unwrap();
@@ -741,7 +733,6 @@ fn logs_and_indexes(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 
 #[test]
 fn reopening_between_appends_writes_the_same_files() {
-    let _guard = common::no_spawns();
     // The same records (same clock, so the same bytes) written by one
     // session, and by many sessions separated by clean closes and crashes.
     let mut rng = Rng(11);
@@ -792,7 +783,6 @@ fn reopening_between_appends_writes_the_same_files() {
 
 #[test]
 fn sealed_segment_with_an_untrimmed_tail_recovers_after_a_crash() {
-    let _guard = common::no_spawns();
     // A crash while a roll seals a segment can leave the sealed segment's
     // indexes trimmed but its `.log` still at its preallocated size.
     let src = TempDir::new("untrimmed-src");
@@ -848,7 +838,6 @@ fn props(kind: &str, version: u32, body: &str) -> Vec<u8> {
 
 #[test]
 fn damaged_topic_config_and_future_meta_are_typed_errors() {
-    let _guard = common::no_spawns();
     let src = TempDir::new("meta-src");
     {
         let log = Log::open(src.path(), config()).unwrap();
@@ -1026,7 +1015,6 @@ fn verify_after_kill(dir: &Path, acked: &std::collections::BTreeMap<(u32, u64), 
 
 #[test]
 fn sigkill_loses_no_acknowledged_record() {
-    let _alone = common::spawning();
     let dir = TempDir::new("sigkill");
     let mut rng = Rng(0x5eed);
     let mut acked = std::collections::BTreeMap::new();

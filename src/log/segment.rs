@@ -31,7 +31,7 @@ use bytes::Bytes;
 use memmap2::{Advice, MmapOptions, MmapRaw};
 
 use super::index::{IndexFile, OffsetEntry, TimeEntry};
-use super::record::{self, BatchError, BatchHeader};
+use super::record::{self, BatchError, BatchHeader, EncodedBatch};
 use crate::error::{Error, Result};
 use crate::record::Record;
 
@@ -85,6 +85,10 @@ pub(crate) struct Segment {
     base_addr: usize,
     /// Bytes readers may read: whole batches, written before this was raised.
     published_len: AtomicU64,
+    /// Every batch in `[0, verified_len)` had its CRC checked by this process
+    /// (computed when appending, checked by a recovery scan or a first read),
+    /// so reads skip the check there. Only ever grows.
+    verified_len: AtomicU64,
     /// Offset after the last published batch (== base offset when empty).
     next_offset: AtomicU64,
     /// Largest record timestamp published (i64::MIN when empty).
@@ -128,6 +132,27 @@ impl Segment {
 
     pub fn next_offset(&self) -> u64 {
         self.next_offset.load(Ordering::Acquire)
+    }
+
+    pub fn verified_len(&self) -> u64 {
+        self.verified_len.load(Ordering::Acquire)
+    }
+
+    /// Records that the batches in `[from, to)` passed their CRC check; the
+    /// mark only advances over a range that starts at or before it.
+    pub fn mark_verified(&self, from: u64, to: u64) {
+        let mut current = self.verified_len.load(Ordering::Acquire);
+        while from <= current && current < to {
+            match self.verified_len.compare_exchange_weak(
+                current,
+                to,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return,
+                Err(now) => current = now,
+            }
+        }
     }
 
     pub fn max_timestamp(&self) -> i64 {
@@ -428,6 +453,7 @@ impl SegmentWriter {
             data,
             base_addr,
             published_len: AtomicU64::new(len),
+            verified_len: AtomicU64::new(0),
             next_offset: AtomicU64::new(next_offset),
             max_timestamp: AtomicI64::new(max_timestamp),
             offset_index,
@@ -612,6 +638,9 @@ impl SegmentWriter {
                 opts,
                 now_ms,
             )?;
+            if repair.scanned {
+                segment.verified_len.store(len, Ordering::Release);
+            }
             return Ok((Opened::Active(segment, writer), repair));
         }
         if repair.rebuilt_index {
@@ -626,11 +655,15 @@ impl SegmentWriter {
             data,
             base_addr,
             published_len: AtomicU64::new(len),
+            verified_len: AtomicU64::new(0),
             next_offset: AtomicU64::new(next_offset),
             max_timestamp: AtomicI64::new(max_ts),
             offset_index,
             time_index,
         };
+        if repair.scanned {
+            segment.verified_len.store(len, Ordering::Release);
+        }
         Ok((Opened::Sealed(Arc::new(segment)), repair))
     }
 }
@@ -794,16 +827,7 @@ impl SegmentWriter {
         batch_len: usize,
         now_ms: i64,
     ) -> std::result::Result<Appended, AppendError> {
-        let len = batch_len as u64;
-        let end = self.position + len;
-        let last_relative = self.next_offset - self.segment.base_offset + records.len() as u64;
-        if end > self.capacity
-            || last_relative > u64::from(u32::MAX)
-            || self.segment.offset_index.is_full()
-            || self.segment.time_index.is_full()
-        {
-            return Err(AppendError::Full);
-        }
+        let end = self.check_room(batch_len, records.len())?;
         if end > self.allocated {
             self.allocate(end).map_err(AppendError::Io)?;
         }
@@ -824,10 +848,51 @@ impl SegmentWriter {
         };
         let encoded = record::encode_batch(out, self.next_offset as i64, records, now_ms);
         debug_assert_eq!(encoded.len, batch_len);
+        Ok(self.publish(&encoded, records.len()))
+    }
 
+    /// Appends a batch already encoded (with any base offset: it is not
+    /// covered by the CRC and is set here) by writing it with `pwrite`.
+    ///
+    /// For large batches this beats copying into the map: a write of whole
+    /// pages needs no zero-filled page first, while a store through the map
+    /// makes the kernel fault in (and zero) each new page. It also lets the
+    /// producer encode and checksum outside the partition's lock.
+    pub fn append_encoded(
+        &mut self,
+        batch: &mut [u8],
+        encoded: &EncodedBatch,
+        records: usize,
+    ) -> std::result::Result<Appended, AppendError> {
+        self.check_room(batch.len(), records)?;
+        record::set_base_offset(batch, self.next_offset as i64);
+        // Blocks are reserved by the write itself (ENOSPC comes back here);
+        // later stores through the map only go past `position`, onto blocks
+        // `allocate` reserves first.
+        write_all_at(&self.segment.file, batch, self.position)
+            .map_err(|e| AppendError::Io(Error::io(&self.segment.log_path, e)))?;
+        Ok(self.publish(encoded, records))
+    }
+
+    /// The end position of a `len`-byte batch of `records`, or `Full`.
+    fn check_room(&self, len: usize, records: usize) -> std::result::Result<u64, AppendError> {
+        let end = self.position + len as u64;
+        let last_relative = self.next_offset - self.segment.base_offset + records as u64;
+        if end > self.capacity
+            || last_relative > u64::from(u32::MAX)
+            || self.segment.offset_index.is_full()
+            || self.segment.time_index.is_full()
+        {
+            return Err(AppendError::Full);
+        }
+        Ok(end)
+    }
+
+    /// Indexes the batch just written at `position` and makes it visible.
+    fn publish(&mut self, encoded: &EncodedBatch, records: usize) -> Appended {
         let header = BatchHeader {
             base_offset: self.next_offset as i64,
-            batch_length: (batch_len - record::LOG_OVERHEAD) as i32,
+            batch_length: (encoded.len - record::LOG_OVERHEAD) as i32,
             partition_leader_epoch: 0,
             magic: record::MAGIC,
             crc: 0,
@@ -838,7 +903,7 @@ impl SegmentWriter {
             producer_id: -1,
             producer_epoch: -1,
             base_sequence: -1,
-            records_count: records.len() as i32,
+            records_count: records as i32,
         };
         self.account(self.position, &header);
         let appended = Appended {
@@ -846,15 +911,18 @@ impl SegmentWriter {
             base_timestamp: encoded.base_timestamp,
             max_timestamp: encoded.max_timestamp,
         };
+        let end = self.position + encoded.len as u64;
         self.position = end;
         self.next_offset = header.next_offset() as u64;
         let seg = &self.segment;
         seg.max_timestamp
             .fetch_max(encoded.max_timestamp, Ordering::Release);
         seg.next_offset.store(self.next_offset, Ordering::Release);
+        // This process computed the CRC over these very bytes.
+        seg.verified_len.store(end, Ordering::Release);
         // Publish last: a reader that sees the new length sees the bytes.
         seg.published_len.store(end, Ordering::Release);
-        Ok(appended)
+        appended
     }
 
     /// Index bookkeeping for a batch at `position`, identical to `IndexBuilder::add`.
@@ -938,6 +1006,12 @@ impl SegmentWriter {
         b.finish(&self.segment.time_index);
         self.last_time_entry = b.last_time_entry;
     }
+}
+
+/// `pwrite` until all of `buf` is written (a short write is legal).
+fn write_all_at(file: &File, buf: &[u8], position: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(buf, position)
 }
 
 fn page_size() -> u64 {

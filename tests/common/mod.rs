@@ -175,24 +175,3 @@ pub fn reexec(test_name: &str) -> std::process::Command {
     cmd.args([test_name, "--exact", "--nocapture", "--test-threads=1"]);
     cmd
 }
-
-/// Serialises tests that spawn child processes with tests that close and
-/// reopen a log in the same test binary.
-///
-/// Between fork and exec a child holds copies of every descriptor of the
-/// parent, including a `Log`'s lock file, and `DirLock` releases its
-/// `flock` only by closing its descriptor; so a `close()` on one test thread
-/// while another spawns a child can leave the directory locked for a moment
-/// and the following `Log::open` fails with `Locked` (see the ignored test
-/// `errors::close_releases_the_lock_while_a_child_is_being_spawned`).
-static SPAWN_LOCK: std::sync::RwLock<()> = std::sync::RwLock::new(());
-
-/// Held by a test that reopens logs: no child process is spawned meanwhile.
-pub fn no_spawns() -> std::sync::RwLockReadGuard<'static, ()> {
-    SPAWN_LOCK.read().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Held by a test that spawns child processes: it runs alone.
-pub fn spawning() -> std::sync::RwLockWriteGuard<'static, ()> {
-    SPAWN_LOCK.write().unwrap_or_else(|e| e.into_inner())
-}
