@@ -39,6 +39,8 @@ use crate::record::Record;
 const MIN_ALLOCATE_CHUNK: u64 = 64 << 10;
 /// Largest step: bounds the zero pages a crash can leave behind.
 const MAX_ALLOCATE_CHUNK: u64 = 8 << 20;
+/// How far ahead of the writer pages are pre-faulted for stores through the map.
+const POPULATE_AHEAD: u64 = 256 << 10;
 
 /// File name stem of a segment: the base offset, zero-padded to 20 digits
 /// so that names sort like offsets (Kafka's convention).
@@ -474,6 +476,7 @@ impl SegmentWriter {
             map: write_map,
             capacity,
             allocated: len,
+            populated: len,
             position: len,
             next_offset,
             index_interval: u64::from(opts.index_interval),
@@ -788,6 +791,8 @@ pub(crate) struct SegmentWriter {
     capacity: u64,
     /// Bytes of the file with disk blocks reserved.
     allocated: u64,
+    /// Bytes of the map pre-faulted writable (<= allocated).
+    populated: u64,
     position: u64,
     next_offset: u64,
     index_interval: u64,
@@ -828,12 +833,12 @@ impl SegmentWriter {
         now_ms: i64,
     ) -> std::result::Result<Appended, AppendError> {
         let end = self.check_room(batch_len, records.len())?;
-        if end > self.allocated {
-            self.allocate(end).map_err(AppendError::Io)?;
+        if end > self.populated {
+            self.prepare_map_range(end).map_err(AppendError::Io)?;
         }
         // SAFETY: [position, end) lies inside the map (end <= capacity = map
         // length), inside the file (sized to capacity) and on reserved blocks
-        // (end <= allocated), so the stores cannot fault. Only this writer
+        // (end <= populated <= allocated), so the stores cannot fault. Only this writer
         // (serialised by the partition's writer lock) writes the map, and
         // readers never read at or past `published_len` == position.
         #[expect(
@@ -871,6 +876,10 @@ impl SegmentWriter {
         // `allocate` reserves first.
         write_all_at(&self.segment.file, batch, self.position)
             .map_err(|e| AppendError::Io(Error::io(&self.segment.log_path, e)))?;
+        // The write reserved these blocks and left the pages in the cache.
+        let end = self.position + batch.len() as u64;
+        self.allocated = self.allocated.max(end);
+        self.populated = self.populated.max(end);
         Ok(self.publish(encoded, records))
     }
 
@@ -947,28 +956,39 @@ impl SegmentWriter {
         self.last_time_entry = b.last_time_entry;
     }
 
-    /// Reserves blocks (and pre-faults pages) up to at least `needed`, in
-    /// chunks that double with the segment's size so small partitions stay small.
-    fn allocate(&mut self, needed: u64) -> Result<()> {
-        let chunk = self.allocated.clamp(MIN_ALLOCATE_CHUNK, MAX_ALLOCATE_CHUNK);
-        let target = needed.max(self.allocated + chunk).min(self.capacity);
-        let path = &self.segment.log_path;
-        crate::io::allocate(
-            &self.segment.file,
-            path,
-            self.allocated,
-            target - self.allocated,
-        )?;
-        // Pre-faulting is an optimisation: if the kernel lacks
-        // MADV_POPULATE_WRITE the first store to each page faults instead.
-        let page = page_size();
-        let from = self.allocated / page * page;
-        let _ = self.map.advise_range(
-            Advice::PopulateWrite,
-            from as usize,
-            (target - from) as usize,
-        );
-        self.allocated = target;
+    /// Makes `[position, needed)` safe and fast to store into through the
+    /// map: disk blocks reserved (`fallocate`, in chunks that double with the
+    /// segment so small partitions stay small: a full disk becomes an error
+    /// here instead of a SIGBUS later), and pages pre-faulted writable a short
+    /// way ahead (`MADV_POPULATE_WRITE`), so stores do not fault one page at
+    /// a time. Populating is kept short because it makes the kernel read
+    /// (zero-fill) every page, and `pwrite`n batches need none of that.
+    fn prepare_map_range(&mut self, needed: u64) -> Result<()> {
+        if needed > self.allocated {
+            let chunk = self.allocated.clamp(MIN_ALLOCATE_CHUNK, MAX_ALLOCATE_CHUNK);
+            let target = needed.max(self.allocated + chunk).min(self.capacity);
+            let path = &self.segment.log_path;
+            crate::io::allocate(
+                &self.segment.file,
+                path,
+                self.allocated,
+                target - self.allocated,
+            )?;
+            self.allocated = target;
+        }
+        if needed > self.populated {
+            let page = page_size();
+            let from = self.populated.max(self.position) / page * page;
+            let target = needed.max(from + POPULATE_AHEAD).min(self.allocated);
+            // An optimisation only: without MADV_POPULATE_WRITE (Linux < 5.14)
+            // the first store to each page faults instead.
+            let _ = self.map.advise_range(
+                Advice::PopulateWrite,
+                from as usize,
+                (target - from) as usize,
+            );
+            self.populated = target;
+        }
         Ok(())
     }
 
