@@ -470,6 +470,33 @@ fn lb_read_consumer(log: &Log, topic: &str, expect: u64) -> Sample {
     }
 }
 
+/// Every record through `FetchedBatches::records` (borrowed views, CRC
+/// checked once per process): decodes each record, checks the offset order
+/// and touches each value, like the consumer row, without per-record
+/// reference counting.
+fn lb_read_views(p: &Partition, expect: u64) -> Sample {
+    let start = Instant::now();
+    let (mut next, mut sum, mut touch) = (0u64, 0u64, 0u8);
+    while next < expect {
+        let f = p.fetch(next, 1 << 20).expect("fetch");
+        for r in f.records() {
+            let r = r.expect("record");
+            assert_eq!(r.offset, next, "out of order");
+            let v = r.value.unwrap();
+            sum += v.len() as u64;
+            touch ^= v[v.len() - 1];
+            next += 1;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    std::hint::black_box((sum, touch));
+    Sample {
+        records: next,
+        secs,
+        lat: None,
+    }
+}
+
 /// Raw batches with `Partition::fetch` (1 MiB per call): walks the batch
 /// headers (count, order) and reads every byte once (a word sum standing in
 /// for the copy to a socket a Kafka fetch handler would do).
@@ -712,6 +739,13 @@ fn main() {
                 lb_read_consumer(&log, "t", n),
             );
             let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+            t.add(
+                &format!("logbus read {label} via FetchedBatches::records"),
+                size,
+                Some(r),
+                "borrowed records, checks offsets, touches each value",
+                lb_read_views(&p, n),
+            );
             t.add(
                 &format!("logbus read {label} via Partition::fetch"),
                 size,

@@ -68,7 +68,8 @@ pub use consumer::{Consumer, ConsumerConfig, OffsetAndTimestamp, TopicPartition}
 pub use db::{FORMAT_VERSION, Log, RecoveryReport};
 pub use error::{Error, Result};
 pub use log::PartitionRecovery;
-pub use partition::{FetchedBatches, Partition, PartitionStats};
+pub use log::record::RecordView;
+pub use partition::{FetchedBatches, FetchedRecords, Partition, PartitionStats};
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::Producer;
 pub use record::{ConsumerRecord, Header, Record, RecordMetadata};

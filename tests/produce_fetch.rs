@@ -163,3 +163,55 @@ fn large_and_small_batches_interleave() {
         assert_eq!(r.value.as_ref(), Some(v));
     }
 }
+
+/// The borrowed iterator returns exactly what `Partition::read` returns,
+/// starting at the offset asked for even inside a batch.
+#[test]
+fn borrowed_records_match_owned_records() {
+    let dir = TempDir::new("views");
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let topic = log.create_topic("t", small_topic(1)).unwrap();
+    let producer = log.producer("t").unwrap();
+    let records: Vec<Record> = (0..300)
+        .map(|i| {
+            let r = if i % 10 == 3 {
+                Record::tombstone(format!("k{i}"))
+            } else {
+                Record::new(format!("v{i}")).key(format!("k{i}"))
+            };
+            if i % 4 == 0 {
+                r.header("h", format!("x{i}"))
+            } else {
+                r
+            }
+        })
+        .collect();
+    producer.send_batch(&records[..150]).unwrap();
+    for r in &records[150..] {
+        producer.send(r.clone()).unwrap();
+    }
+    let p = topic.partition(0).unwrap();
+    for from in [0u64, 1, 77, 149, 150, 299] {
+        let owned = p.read(from, 10_000).unwrap();
+        let fetched = p.fetch(from, 1 << 20).unwrap();
+        let views: Vec<RecordView<'_>> = fetched.records().collect::<Result<_>>().unwrap();
+        assert_eq!(views.first().map(|v| v.offset), Some(from));
+        assert_eq!(views.len(), owned.len().min(views.len()));
+        for (v, o) in views.iter().zip(&owned) {
+            assert_eq!(v.offset, o.offset);
+            assert_eq!(v.timestamp, o.timestamp);
+            assert_eq!(v.key, o.key.as_deref());
+            assert_eq!(v.value, o.value.as_deref());
+            let headers: Vec<(String, Option<Vec<u8>>)> = v
+                .headers()
+                .map(|(k, v)| (k.to_string(), v.map(<[u8]>::to_vec)))
+                .collect();
+            let expected: Vec<(String, Option<Vec<u8>>)> = o
+                .headers
+                .iter()
+                .map(|h| (h.key.clone(), h.value.as_ref().map(|v| v.to_vec())))
+                .collect();
+            assert_eq!(headers, expected);
+        }
+    }
+}

@@ -412,6 +412,9 @@ fn bit_flip_in_a_sealed_segment_fails_the_read() {
         let p = log.topic("t").unwrap().partition(0).unwrap().clone();
         for offset in victim.base_offset..victim.base_offset + u64::from(victim.records) {
             expect_corrupt("Partition::read", p.read(offset, 100));
+            let fetched = p.fetch(offset, 1 << 20).unwrap();
+            let views: Result<Vec<_>> = fetched.records().map(|r| r.map(|r| r.offset)).collect();
+            expect_corrupt("FetchedBatches::records", views.map(|_| Vec::new()));
         }
         let mut consumer = log.consumer(ConsumerConfig::default());
         let tp = TopicPartition::new("t", 0);

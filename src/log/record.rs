@@ -641,74 +641,326 @@ impl FusedIterator for RecordIter {}
 
 impl RecordIter {
     fn decode_one(&mut self) -> Result<DecodedRecord, BatchError> {
-        let (len, n) = read_varint(&self.batch[self.pos..]).map_err(BatchError::Invalid)?;
-        let start = self.pos + n;
-        let len =
-            usize::try_from(len).map_err(|_| BatchError::Invalid("negative record length"))?;
-        if len > self.batch.len() - start {
-            return Err(BatchError::Invalid(
-                "record runs past the end of the batch (record count too large?)",
-            ));
-        }
-        let end = start + len;
-        // Bounding the cursor by the record's own length turns any field that
-        // overruns it into an error, and the final position check catches
-        // fields that stop short of it.
-        let mut c = Cursor {
-            buf: &self.batch[..end],
-            pos: start,
-        };
-        c.u8()?; // attributes: unused in v2
-        let ts_delta = c.varlong()?;
-        let offset_delta = c.varint()?;
-        let key = c.nullable()?.map(|r| self.batch.slice(r));
-        let value = c.nullable()?.map(|r| self.batch.slice(r));
-        let count = usize::try_from(c.varint()?)
-            .map_err(|_| BatchError::Invalid("negative header count"))?;
-        // A header takes at least 2 bytes; this also bounds the allocation.
-        if count > c.remaining() / 2 {
-            return Err(BatchError::Invalid("header count exceeds the record size"));
-        }
-        let mut headers = Vec::with_capacity(count);
-        for _ in 0..count {
-            let key_len = usize::try_from(c.varint()?)
-                .map_err(|_| BatchError::Invalid("negative header key length"))?;
-            let key = c.take(key_len)?;
+        let (f, end) = decode_fields(&self.batch, self.pos)?;
+        let mut headers = Vec::with_capacity(f.header_count);
+        for (key, value) in HeaderFields::new(&self.batch, f.headers.clone(), f.header_count) {
+            // `decode_fields` validated every header, UTF-8 keys included.
             let key = std::str::from_utf8(&self.batch[key])
                 .map_err(|_| BatchError::Invalid("header key is not UTF-8"))?
                 .to_owned();
-            let value = c.nullable()?.map(|r| self.batch.slice(r));
-            headers.push(Header { key, value });
-        }
-        if c.pos != end {
-            return Err(BatchError::Invalid(
-                "record length does not match its fields",
-            ));
+            headers.push(Header {
+                key,
+                value: value.map(|r| self.batch.slice(r)),
+            });
         }
         self.pos = end;
         Ok(DecodedRecord {
-            offset: self.base_offset.wrapping_add(i64::from(offset_delta)),
+            offset: self.base_offset.wrapping_add(i64::from(f.offset_delta)),
             timestamp: self
                 .log_append_time
-                .unwrap_or(self.base_timestamp.wrapping_add(ts_delta)),
-            key,
-            value,
+                .unwrap_or(self.base_timestamp.wrapping_add(f.timestamp_delta)),
+            key: f.key.map(|r| self.batch.slice(r)),
+            value: f.value.map(|r| self.batch.slice(r)),
             headers,
         })
     }
 }
 
+/// Where one record's fields lie in its batch.
+#[derive(Debug, Clone)]
+struct RecordFields {
+    timestamp_delta: i64,
+    offset_delta: i32,
+    key: Option<Range<usize>>,
+    value: Option<Range<usize>>,
+    /// The encoded headers (after the count), already validated.
+    headers: Range<usize>,
+    header_count: usize,
+}
+
+/// Decodes and validates the record starting at `pos` in `batch`; returns
+/// its fields and the position after it. Shared by the owning and the
+/// borrowing iterators, so both accept exactly the same input.
+#[inline]
+fn decode_fields(batch: &[u8], pos: usize) -> Result<(RecordFields, usize), BatchError> {
+    match decode_fields_fast(batch, pos) {
+        Some(decoded) => Ok(decoded),
+        // Anything the fast path declines goes through the full decoder,
+        // which accepts exactly the same input and names the error.
+        None => decode_fields_checked(batch, pos),
+    }
+}
+
+/// Reads a zigzag varint of at most 5 bytes, `None` if truncated or longer.
+#[inline(always)]
+fn fast_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut z = 0u64;
+    for i in 0..5 {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        z |= u64::from(b & 0x7f) << (7 * i);
+        if b < 0x80 {
+            return Some(z);
+        }
+    }
+    None
+}
+
+/// The common case of `decode_fields` (no headers, varints of up to 5
+/// bytes) in a form the compiler keeps in registers: every failure returns
+/// `None` and the caller falls back to the checked decoder.
+#[inline]
+fn decode_fields_fast(batch: &[u8], pos: usize) -> Option<(RecordFields, usize)> {
+    let mut p = pos;
+    let len = unzigzag32(fast_varint(batch, &mut p)? as u32);
+    let end = p.checked_add(usize::try_from(len).ok()?)?;
+    let buf = batch.get(..end)?;
+    p += 1; // attributes
+    let timestamp_delta = unzigzag64(fast_varint(buf, &mut p)?);
+    if timestamp_delta.unsigned_abs() >= 1 << 34 {
+        return None; // a varlong the 5-byte reader may have cut short
+    }
+    let offset_delta = unzigzag32(fast_varint(buf, &mut p)? as u32);
+    // (start, len) with len == usize::MAX for null: plain integers stay in
+    // registers, where an Option<Option<Range>> went through the stack
+    // (a store-forwarding stall per field, measured).
+    let nullable = |p: &mut usize| -> Option<(usize, usize)> {
+        let n = unzigzag32(fast_varint(buf, p)? as u32);
+        if n == -1 {
+            return Some((*p, usize::MAX));
+        }
+        let n = usize::try_from(n).ok()?;
+        if n > buf.len() - *p {
+            return None;
+        }
+        let start = *p;
+        *p += n;
+        Some((start, n))
+    };
+    let range = |(start, n): (usize, usize)| (n != usize::MAX).then(|| start..start + n);
+    let key = range(nullable(&mut p)?);
+    let value = range(nullable(&mut p)?);
+    if fast_varint(buf, &mut p)? != 0 || p != end {
+        return None; // headers, or lengths that disagree: the checked path decides
+    }
+    let fields = RecordFields {
+        timestamp_delta,
+        offset_delta,
+        key,
+        value,
+        headers: end..end,
+        header_count: 0,
+    };
+    Some((fields, end))
+}
+
+fn decode_fields_checked(batch: &[u8], pos: usize) -> Result<(RecordFields, usize), BatchError> {
+    let mut c = Cursor { buf: batch, pos };
+    let len = c.varint()?;
+    let start = c.pos;
+    let len = usize::try_from(len).map_err(|_| BatchError::Invalid("negative record length"))?;
+    if len > batch.len() - start {
+        return Err(BatchError::Invalid(
+            "record runs past the end of the batch (record count too large?)",
+        ));
+    }
+    let end = start + len;
+    // Bounding the cursor by the record's own length turns any field that
+    // overruns it into an error, and the final position check catches
+    // fields that stop short of it.
+    c = Cursor {
+        buf: &batch[..end],
+        pos: start,
+    };
+    c.u8()?; // attributes: unused in v2
+    let timestamp_delta = c.varlong()?;
+    let offset_delta = c.varint()?;
+    let key = c.nullable()?;
+    let value = c.nullable()?;
+    let header_count =
+        usize::try_from(c.varint()?).map_err(|_| BatchError::Invalid("negative header count"))?;
+    // A header takes at least 2 bytes; this also bounds later allocations.
+    if header_count > c.remaining() / 2 {
+        return Err(BatchError::Invalid("header count exceeds the record size"));
+    }
+    let headers_start = c.pos;
+    for _ in 0..header_count {
+        let key_len = usize::try_from(c.varint()?)
+            .map_err(|_| BatchError::Invalid("negative header key length"))?;
+        let key = c.take(key_len)?;
+        std::str::from_utf8(&batch[key])
+            .map_err(|_| BatchError::Invalid("header key is not UTF-8"))?;
+        c.nullable()?;
+    }
+    if c.pos != end {
+        return Err(BatchError::Invalid(
+            "record length does not match its fields",
+        ));
+    }
+    let fields = RecordFields {
+        timestamp_delta,
+        offset_delta,
+        key,
+        value,
+        headers: headers_start..end,
+        header_count,
+    };
+    Ok((fields, end))
+}
+
+/// Iterates validated encoded headers as (key range, value range).
+#[derive(Debug, Clone)]
+pub(crate) struct HeaderFields<'a> {
+    cursor: Cursor<'a>,
+    left: usize,
+}
+
+impl<'a> HeaderFields<'a> {
+    fn new(batch: &'a [u8], headers: Range<usize>, count: usize) -> Self {
+        HeaderFields {
+            cursor: Cursor {
+                buf: &batch[..headers.end],
+                pos: headers.start,
+            },
+            left: count,
+        }
+    }
+}
+
+impl Iterator for HeaderFields<'_> {
+    type Item = (Range<usize>, Option<Range<usize>>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        // Validated by `decode_fields`: these reads cannot fail; stop if one does.
+        let key_len = usize::try_from(self.cursor.varint().ok()?).ok()?;
+        let key = self.cursor.take(key_len).ok()?;
+        let value = self.cursor.nullable().ok()?;
+        Some((key, value))
+    }
+}
+
+/// One record borrowed from a fetched batch: no allocation, no reference
+/// counting. Use [`crate::FetchedBatches::records`] to get them.
+#[derive(Debug, Clone)]
+pub struct RecordView<'a> {
+    /// The record's offset.
+    pub offset: u64,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// The key, if any.
+    pub key: Option<&'a [u8]>,
+    /// The value; `None` for a tombstone.
+    pub value: Option<&'a [u8]>,
+    batch: &'a [u8],
+    headers: Range<usize>,
+    header_count: usize,
+}
+
+impl<'a> RecordView<'a> {
+    /// The headers, in order, as (key, value).
+    pub fn headers(&self) -> impl Iterator<Item = (&'a str, Option<&'a [u8]>)> + 'a {
+        let batch = self.batch;
+        HeaderFields::new(batch, self.headers.clone(), self.header_count).map(move |(k, v)| {
+            (
+                std::str::from_utf8(&batch[k]).unwrap_or(""),
+                v.map(|v| &batch[v]),
+            )
+        })
+    }
+}
+
+/// Borrowing iterator over the records of one whole, valid batch.
+#[derive(Debug, Clone)]
+pub(crate) struct RecordViews<'a> {
+    batch: &'a [u8],
+    pos: usize,
+    remaining: i32,
+    base_offset: i64,
+    base_timestamp: i64,
+    log_append_time: Option<i64>,
+}
+
+/// Borrowing counterpart of [`records`]; `header` is the batch's parsed
+/// header and `batch` exactly its bytes.
+pub(crate) fn record_views<'a>(
+    batch: &'a [u8],
+    header: &BatchHeader,
+) -> Result<RecordViews<'a>, BatchError> {
+    match header.compression() {
+        0 => {}
+        c if c <= MAX_CODEC => return Err(BatchError::UnsupportedCompression(c)),
+        _ => return Err(BatchError::Invalid("unknown compression codec")),
+    }
+    if header.records_count < 0 || batch.len() != header.total_len() {
+        return Err(BatchError::Invalid("record count or batch length"));
+    }
+    Ok(RecordViews {
+        batch,
+        pos: BATCH_HEADER_LEN,
+        remaining: header.records_count,
+        base_offset: header.base_offset,
+        base_timestamp: header.base_timestamp,
+        log_append_time: (header.attributes & LOG_APPEND_TIME_BIT != 0)
+            .then_some(header.max_timestamp),
+    })
+}
+
+impl<'a> Iterator for RecordViews<'a> {
+    type Item = Result<RecordView<'a>, BatchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining <= 0 {
+            if self.remaining == 0 && self.pos != self.batch.len() {
+                self.remaining = -1;
+                return Some(Err(BatchError::Invalid(
+                    "bytes left after the last record (record count too small)",
+                )));
+            }
+            return None;
+        }
+        match decode_fields(self.batch, self.pos) {
+            Ok((f, end)) => {
+                self.pos = end;
+                self.remaining -= 1;
+                let batch = self.batch;
+                Some(Ok(RecordView {
+                    offset: self.base_offset.wrapping_add(i64::from(f.offset_delta)) as u64,
+                    timestamp: self
+                        .log_append_time
+                        .unwrap_or(self.base_timestamp.wrapping_add(f.timestamp_delta)),
+                    key: f.key.map(|r| &batch[r]),
+                    value: f.value.map(|r| &batch[r]),
+                    batch,
+                    headers: f.headers,
+                    header_count: f.header_count,
+                }))
+            }
+            Err(e) => {
+                self.remaining = -1;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
 /// Bounded reader over one record; every read past `buf` is an error.
+#[derive(Debug, Clone)]
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 impl Cursor<'_> {
+    #[inline]
     fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
 
+    #[inline]
     fn u8(&mut self) -> Result<u8, BatchError> {
         let b = *self
             .buf
@@ -718,18 +970,34 @@ impl Cursor<'_> {
         Ok(b)
     }
 
+    #[inline]
     fn varint(&mut self) -> Result<i32, BatchError> {
+        // Most fields (lengths under 64, deltas 0..63) fit in one byte.
+        if let Some(&b) = self.buf.get(self.pos) {
+            if b < 0x80 {
+                self.pos += 1;
+                return Ok(unzigzag32(u32::from(b)));
+            }
+        }
         let (v, n) = read_varint(&self.buf[self.pos..]).map_err(BatchError::Invalid)?;
         self.pos += n;
         Ok(v)
     }
 
+    #[inline]
     fn varlong(&mut self) -> Result<i64, BatchError> {
+        if let Some(&b) = self.buf.get(self.pos) {
+            if b < 0x80 {
+                self.pos += 1;
+                return Ok(unzigzag64(u64::from(b)));
+            }
+        }
         let (v, n) = read_varlong(&self.buf[self.pos..]).map_err(BatchError::Invalid)?;
         self.pos += n;
         Ok(v)
     }
 
+    #[inline]
     fn take(&mut self, len: usize) -> Result<Range<usize>, BatchError> {
         if len > self.remaining() {
             return Err(BatchError::Invalid("field runs past the end of its record"));
@@ -741,6 +1009,7 @@ impl Cursor<'_> {
 
     /// A length-prefixed field where -1 means null. Kafka reads any negative
     /// length as null; we only accept the -1 it writes.
+    #[inline]
     fn nullable(&mut self) -> Result<Option<Range<usize>>, BatchError> {
         match self.varint()? {
             -1 => Ok(None),
