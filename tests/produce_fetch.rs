@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::TempDir;
+use common::{TempDir, read_all};
 use logbus::*;
 
 fn small_topic(partitions: u32) -> TopicConfig {
@@ -15,23 +15,6 @@ fn small_topic(partitions: u32) -> TopicConfig {
         .segment_bytes(64 << 10)
         .max_record_bytes(16 << 10)
         .index_interval_bytes(512)
-}
-
-fn read_all(log: &Log, topic: &str, partition: u32) -> Vec<ConsumerRecord> {
-    let p = log
-        .topic(topic)
-        .unwrap()
-        .partition(partition)
-        .unwrap()
-        .clone();
-    let mut out = Vec::new();
-    let mut offset = p.log_start_offset();
-    while offset < p.log_end_offset() {
-        let batch = p.read(offset, 1000).unwrap();
-        offset = batch.last().unwrap().offset + 1;
-        out.extend(batch);
-    }
-    out
 }
 
 #[test]

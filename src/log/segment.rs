@@ -119,7 +119,42 @@ pub(crate) struct Located {
     pub header: BatchHeader,
 }
 
+/// What is known about a segment's batches when it is opened.
+struct Contents {
+    base_offset: u64,
+    /// Bytes of whole batches.
+    len: u64,
+    next_offset: u64,
+    max_timestamp: i64,
+}
+
 impl Segment {
+    /// Maps `map_len` bytes of `file` for reading (`map_len >= contents.len`;
+    /// the file must be at least that long now).
+    fn new(
+        file: File,
+        log_path: PathBuf,
+        map_len: u64,
+        contents: Contents,
+        offset_index: IndexFile<OffsetEntry>,
+        time_index: IndexFile<TimeEntry>,
+    ) -> Result<Segment> {
+        let (data, base_addr) = map_read(&file, &log_path, map_len)?;
+        Ok(Segment {
+            base_offset: contents.base_offset,
+            log_path,
+            file,
+            data,
+            base_addr,
+            published_len: AtomicU64::new(contents.len),
+            verified_len: AtomicU64::new(0),
+            next_offset: AtomicU64::new(contents.next_offset),
+            max_timestamp: AtomicI64::new(contents.max_timestamp),
+            offset_index,
+            time_index,
+        })
+    }
+
     pub fn base_offset(&self) -> u64 {
         self.base_offset
     }
@@ -447,20 +482,20 @@ impl SegmentWriter {
             .len(capacity as usize)
             .map_raw(&file)
             .map_err(|e| Error::io(&log_path, e))?;
-        let (data, base_addr) = map_read(&file, &log_path, capacity)?;
-        let segment = Arc::new(Segment {
+        let contents = Contents {
             base_offset,
-            log_path,
+            len,
+            next_offset,
+            max_timestamp,
+        };
+        let segment = Arc::new(Segment::new(
             file,
-            data,
-            base_addr,
-            published_len: AtomicU64::new(len),
-            verified_len: AtomicU64::new(0),
-            next_offset: AtomicU64::new(next_offset),
-            max_timestamp: AtomicI64::new(max_timestamp),
+            log_path,
+            capacity,
+            contents,
             offset_index,
             time_index,
-        });
+        )?);
         let last_time_entry = segment.time_index.last().map_or(i64::MIN, |e| e.timestamp);
         // Resume the interval count where the file left it (the entry's batch
         // included, as `IndexBuilder::add` counts), so that entries appended
@@ -650,20 +685,13 @@ impl SegmentWriter {
             offset_index.trim()?;
             time_index.trim()?;
         }
-        let (data, base_addr) = map_read(&file, &log_path, len)?;
-        let segment = Segment {
+        let contents = Contents {
             base_offset,
-            log_path,
-            file,
-            data,
-            base_addr,
-            published_len: AtomicU64::new(len),
-            verified_len: AtomicU64::new(0),
-            next_offset: AtomicU64::new(next_offset),
-            max_timestamp: AtomicI64::new(max_ts),
-            offset_index,
-            time_index,
+            len,
+            next_offset,
+            max_timestamp: max_ts,
         };
+        let segment = Segment::new(file, log_path, len, contents, offset_index, time_index)?;
         if repair.scanned {
             segment.verified_len.store(len, Ordering::Release);
         }
