@@ -268,9 +268,17 @@ impl Consumer {
             }
             self.signal = signal;
         }
+        if self.assigned.is_empty() {
+            // Nothing can arrive; waiting out the timeout keeps a polling
+            // loop from spinning a core.
+            while Instant::now() < deadline {
+                std::thread::park_timeout(deadline - Instant::now());
+            }
+            return Ok(Vec::new());
+        }
         loop {
             let records = self.fetch_once()?;
-            if !records.is_empty() || Instant::now() >= deadline || self.assigned.is_empty() {
+            if !records.is_empty() || Instant::now() >= deadline {
                 return Ok(records);
             }
             let waiting: Vec<(u64, &Partition)> = self

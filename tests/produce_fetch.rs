@@ -198,3 +198,16 @@ fn borrowed_records_match_owned_records() {
         }
     }
 }
+
+/// With nothing assigned, `poll` waits out its timeout instead of returning
+/// at once (which would make a polling loop spin a core).
+#[test]
+fn poll_without_assignment_waits_for_the_timeout() {
+    let dir = TempDir::new("unassigned");
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let mut consumer = log.consumer(ConsumerConfig::default());
+    let started = std::time::Instant::now();
+    assert!(consumer.poll(Duration::from_millis(30)).unwrap().is_empty());
+    // A lower bound only: the call may not return before its deadline.
+    assert!(started.elapsed() >= Duration::from_millis(30));
+}
