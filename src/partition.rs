@@ -933,5 +933,25 @@ mod tests {
         let stats = topic.partition(0).unwrap().stats();
         assert_eq!(stats.segments, 2);
         assert_eq!(stats.log_end_offset, 3);
+
+        // The new segment's age survives a reopen: it counts from its first
+        // record, not from the open.
+        drop((producer, topic));
+        log.close().unwrap();
+        clock.advance(std::time::Duration::from_millis(60_000));
+        let log = Log::open(dir.path(), LogConfig::default().clock(clock.clone())).unwrap();
+        log.producer("timeroll")
+            .unwrap()
+            .send(Record::new("d"))
+            .unwrap();
+        assert_eq!(
+            log.topic("timeroll")
+                .unwrap()
+                .partition(0)
+                .unwrap()
+                .stats()
+                .segments,
+            3
+        );
     }
 }

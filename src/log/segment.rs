@@ -519,7 +519,11 @@ impl SegmentWriter {
             max_timestamp,
             offset_of_max_timestamp: next_offset.saturating_sub(1),
             last_time_entry,
-            created_ms: now_ms,
+            // A reopened segment keeps aging from its first batch (Kafka's
+            // rule), so restarting more often than `segment_ms` still rolls.
+            created_ms: segment
+                .header_at(0)
+                .map_or(now_ms, |h| h.max_timestamp.min(now_ms)),
         };
         Ok((segment, writer))
     }
