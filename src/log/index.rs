@@ -20,6 +20,9 @@ use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
 
+/// Blocks are reserved for index files a page at a time.
+const INDEX_PAGE: usize = 4096;
+
 /// One fixed-size index entry.
 pub(crate) trait Entry: Copy + std::fmt::Debug {
     /// Encoded size in bytes.
@@ -100,6 +103,10 @@ pub(crate) struct IndexFile<E: Entry> {
     capacity: usize,
     /// Published entries: written before `len` is raised (Release).
     len: AtomicUsize,
+    /// Bytes of the file with disk blocks reserved. The file is sparse, and a
+    /// store through the map to a page without blocks on a full disk is a
+    /// SIGBUS, so entries are only written below this.
+    reserved: AtomicUsize,
     _entry: PhantomData<E>,
 }
 
@@ -135,6 +142,8 @@ impl<E: Entry> IndexFile<E> {
             map,
             capacity,
             len: AtomicUsize::new(len),
+            // Pages holding entries already have blocks.
+            reserved: AtomicUsize::new((len * E::SIZE).next_multiple_of(INDEX_PAGE)),
             _entry: PhantomData,
         }))
     }
@@ -158,6 +167,7 @@ impl<E: Entry> IndexFile<E> {
             map,
             capacity,
             len: AtomicUsize::new(0),
+            reserved: AtomicUsize::new(0),
             _entry: PhantomData,
         })
     }
@@ -218,10 +228,31 @@ impl<E: Entry> IndexFile<E> {
 
     /// Appends an entry; returns false when the index is full (the caller rolls
     /// the segment, as Kafka does).
+    ///
+    /// If disk blocks for the entry cannot be reserved (a full disk), the
+    /// entry is skipped: the index is sparse, lookups then scan a little
+    /// further, and recovery rebuilds it. The batch it describes is safe.
     pub fn append(&self, entry: E) -> bool {
         let len = self.len.load(Ordering::Relaxed);
         if len >= self.capacity {
             return false;
+        }
+        let end = (len + 1) * E::SIZE;
+        let reserved = self.reserved.load(Ordering::Relaxed);
+        if end > reserved {
+            let to = end
+                .next_multiple_of(INDEX_PAGE)
+                .min(self.capacity * E::SIZE);
+            let alloc = crate::io::allocate(
+                &self.file,
+                &self.path,
+                reserved as u64,
+                (to - reserved) as u64,
+            );
+            if alloc.is_err() {
+                return true;
+            }
+            self.reserved.store(to, Ordering::Relaxed);
         }
         let mut buf = [0u8; 16];
         entry.encode(&mut buf[..E::SIZE]);
@@ -230,7 +261,8 @@ impl<E: Entry> IndexFile<E> {
             .as_ref()
             .expect("capacity > len >= 0 implies a map");
         // SAFETY: len < capacity, so the entry lies inside the map and inside
-        // the file (grown to `capacity` entries at open). Only the single
+        // the file (grown to `capacity` entries at open), on reserved blocks
+        // (end <= reserved), so the store cannot fault. Only the single
         // writer (serialised by the partition's writer lock) writes here, and
         // readers never look at entries >= len.
         #[expect(unsafe_code, reason = "writing an unpublished entry of a shared map")]
