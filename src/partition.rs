@@ -322,7 +322,7 @@ impl PartitionShared {
             // Group commit and the interval flush only sync the active
             // segment, so the one being sealed must be durable (with its
             // directory entry) before any record of the new one is acknowledged.
-            let synced = sealed.sync().and_then(|()| crate::io::fsync_dir(&self.dir));
+            let synced = sealed.make_sealed_durable(&self.dir);
             synced.inspect_err(|_| self.poisoned.store(true, Ordering::Release))?;
         }
         Ok(())
@@ -377,6 +377,23 @@ impl PartitionShared {
                 }
             }
         }
+    }
+
+    /// Makes everything appended so far durable: sealed segments whose
+    /// background sync (under `Durability::Os`) may still be queued, then
+    /// the active one.
+    pub(crate) fn flush(&self) -> Result<()> {
+        let end = self.log_end();
+        let sealed: Vec<Arc<Segment>> = {
+            let segments = self.segments.read();
+            segments[..segments.len().saturating_sub(1)].to_vec()
+        };
+        for segment in sealed {
+            segment
+                .make_sealed_durable(&self.dir)
+                .inspect_err(|_| self.poisoned.store(true, Ordering::Release))?;
+        }
+        self.sync_to(end)
     }
 
     /// Whether there is unsynced data (for the interval flusher).
@@ -870,7 +887,7 @@ impl Partition {
     /// Makes everything appended so far durable (`fdatasync`), whatever
     /// the log's durability mode.
     pub fn flush(&self) -> Result<()> {
-        self.shared.sync_to(self.shared.log_end())
+        self.shared.flush()
     }
 }
 
@@ -953,5 +970,25 @@ mod tests {
                 .segments,
             3
         );
+    }
+
+    #[test]
+    fn flush_leaves_every_sealed_segment_durable() {
+        let dir = TempDir::new();
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        let topic = log.create_topic("flushroll", TopicConfig::new(1)).unwrap();
+        let producer = log.producer("flushroll").unwrap();
+        let p = topic.partition(0).unwrap();
+        // Rolls under Durability::Os leave syncing the sealed segments to the
+        // background flusher; flush must not return before they are synced.
+        for i in 0..5 {
+            producer.send(Record::new(format!("segment {i}"))).unwrap();
+            p.roll().unwrap();
+        }
+        p.flush().unwrap();
+        let segments = p.shared.segments.read();
+        let sealed = &segments[..segments.len() - 1];
+        assert_eq!(sealed.len(), 5);
+        assert!(sealed.iter().all(|s| s.is_sealed_durable()));
     }
 }

@@ -83,7 +83,7 @@ fn run(rx: Receiver<Job>, interval: Option<Duration>, source: Arc<dyn PartitionS
                 dir,
                 poisoned,
             }) => {
-                let synced = segment.sync().and_then(|()| crate::io::fsync_dir(&dir));
+                let synced = segment.make_sealed_durable(&dir);
                 if synced.is_err() {
                     // The next append on the partition reports it.
                     poisoned.store(true, Ordering::Release);

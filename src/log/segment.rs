@@ -25,7 +25,7 @@
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use memmap2::{Advice, MmapOptions, MmapRaw};
@@ -91,6 +91,9 @@ pub(crate) struct Segment {
     /// (computed when appending, checked by a recovery scan or a first read),
     /// so reads skip the check there. Only ever grows.
     verified_len: AtomicU64,
+    /// Set once the sealed segment and its directory entry were synced;
+    /// nothing is written to a sealed segment, so once is enough.
+    sealed_durable: AtomicBool,
     /// Offset after the last published batch (== base offset when empty).
     next_offset: AtomicU64,
     /// Largest record timestamp published (i64::MIN when empty).
@@ -148,6 +151,7 @@ impl Segment {
             base_addr,
             published_len: AtomicU64::new(contents.len),
             verified_len: AtomicU64::new(0),
+            sealed_durable: AtomicBool::new(false),
             next_offset: AtomicU64::new(contents.next_offset),
             max_timestamp: AtomicI64::new(contents.max_timestamp),
             offset_index,
@@ -302,6 +306,23 @@ impl Segment {
     /// fdatasync of the `.log` file.
     pub fn sync(&self) -> Result<()> {
         crate::io::fdatasync(&self.file, &self.log_path)
+    }
+
+    #[cfg(test)]
+    pub fn is_sealed_durable(&self) -> bool {
+        self.sealed_durable.load(Ordering::Acquire)
+    }
+
+    /// Makes a sealed segment durable, with the directory `dir` holding it
+    /// (and the segment created after it): a no-op once done.
+    pub fn make_sealed_durable(&self, dir: &Path) -> Result<()> {
+        if self.sealed_durable.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.sync()?;
+        crate::io::fsync_dir(dir)?;
+        self.sealed_durable.store(true, Ordering::Release);
+        Ok(())
     }
 }
 
@@ -699,6 +720,8 @@ impl SegmentWriter {
         if repair.scanned {
             segment.verified_len.store(len, Ordering::Release);
         }
+        // A clean close synced everything.
+        segment.sealed_durable.store(clean, Ordering::Release);
         Ok((Opened::Sealed(Arc::new(segment)), repair))
     }
 }
