@@ -243,6 +243,7 @@ fn payload(size: usize) -> Bytes {
 // ---------------------------------------------------------------- baselines
 
 /// `[u32 len][payload]` records through a 64 KiB `BufWriter`, no fsync.
+#[inline(never)] // a frame of its own in profiles
 fn raw_write(path: &Path, records: u64, size: usize) -> Sample {
     let data: &[u8] = if size == 100 {
         &PAYLOAD_100
@@ -269,6 +270,7 @@ fn raw_write(path: &Path, records: u64, size: usize) -> Sample {
 
 /// Sequential `read()` into a 64 KiB buffer, walking every record and
 /// touching its last payload byte.
+#[inline(never)] // a frame of its own in profiles
 fn raw_read(path: &Path, expect: u64) -> Sample {
     let mut file = File::open(path).expect("open raw file");
     let start = Instant::now();
@@ -362,6 +364,7 @@ fn raw_fsync(path: &Path, records: u64, group: usize) -> Sample {
 
 /// `send_batch` of 1000 keyless records to partition 0, building each batch
 /// in the timed loop (reusing the Vec).
+#[inline(never)] // a frame of its own in profiles
 fn lb_append_batches(producer: &Producer, records: u64, size: usize) -> Sample {
     let value = payload(size);
     let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
@@ -443,6 +446,7 @@ fn lb_single_sends(
 
 /// Reads partition 0 from offset 0 with `Consumer::poll`, checking offsets
 /// and touching every value's last byte.
+#[inline(never)] // a frame of its own in profiles
 fn lb_read_consumer(log: &Log, topic: &str, expect: u64) -> Sample {
     let mut consumer = log.consumer(ConsumerConfig::default().max_poll_records(10_000));
     consumer
@@ -474,6 +478,7 @@ fn lb_read_consumer(log: &Log, topic: &str, expect: u64) -> Sample {
 /// checked once per process): decodes each record, checks the offset order
 /// and touches each value, like the consumer row, without per-record
 /// reference counting.
+#[inline(never)] // a frame of its own in profiles
 fn lb_read_views(p: &Partition, expect: u64) -> Sample {
     let start = Instant::now();
     let (mut next, mut sum, mut touch) = (0u64, 0u64, 0u8);
@@ -500,6 +505,7 @@ fn lb_read_views(p: &Partition, expect: u64) -> Sample {
 /// Raw batches with `Partition::fetch` (1 MiB per call): walks the batch
 /// headers (count, order) and reads every byte once (a word sum standing in
 /// for the copy to a socket a Kafka fetch handler would do).
+#[inline(never)] // a frame of its own in profiles
 fn lb_read_fetch(p: &Partition, expect: u64) -> Sample {
     let start = Instant::now();
     let end = p.log_end_offset();

@@ -112,7 +112,8 @@ impl FetchedBatches {
         FetchedRecords {
             fetched: self,
             batches: self.batches(),
-            current: None,
+            views: record::RecordViews::empty(),
+            at: 0,
         }
     }
 
@@ -626,7 +627,10 @@ impl Iterator for BatchWalk<'_> {
 pub struct FetchedRecords<'a> {
     fetched: &'a FetchedBatches,
     batches: BatchWalk<'a>,
-    current: Option<(u64, record::RecordViews<'a>)>,
+    /// Records of the current batch (empty before the first).
+    views: record::RecordViews<'a>,
+    /// File position of the current batch, for errors.
+    at: u64,
 }
 
 impl std::fmt::Debug for FetchedRecords<'_> {
@@ -640,20 +644,35 @@ impl std::fmt::Debug for FetchedRecords<'_> {
 impl<'a> Iterator for FetchedRecords<'a> {
     type Item = Result<RecordView<'a>>;
 
+    /// The common record (inside a batch, no headers, at or after the
+    /// offset asked for) takes the inlined fast path; everything else
+    /// (batch boundaries, skipped offsets, headers, errors) goes through
+    /// `next_slow`.
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
+        if let Some(r) = self.views.next_fast() {
+            if r.offset >= self.fetched.from {
+                return Some(Ok(r));
+            }
+        }
+        self.next_slow()
+    }
+}
+
+impl<'a> FetchedRecords<'a> {
+    #[inline(never)]
+    fn next_slow(&mut self) -> Option<Result<RecordView<'a>>> {
         loop {
-            if let Some((at, views)) = &mut self.current {
-                match views.next() {
-                    Some(Ok(r)) if r.offset < self.fetched.from => continue,
-                    Some(Ok(r)) => return Some(Ok(r)),
-                    Some(Err(e)) => {
-                        let err = Error::corrupt(self.fetched.path(), *at, e.to_string());
-                        self.current = None;
-                        self.batches.position = usize::MAX;
-                        return Some(Err(err));
-                    }
-                    None => self.current = None,
+            match self.views.next() {
+                Some(Ok(r)) if r.offset < self.fetched.from => continue,
+                Some(Ok(r)) => return Some(Ok(r)),
+                Some(Err(e)) => {
+                    let err = Error::corrupt(self.fetched.path(), self.at, e.to_string());
+                    self.views = record::RecordViews::empty();
+                    self.batches.position = usize::MAX;
+                    return Some(Err(err));
                 }
+                None => {}
             }
             let (at, header, range) = match self.batches.next()? {
                 Ok(batch) => batch,
@@ -661,8 +680,12 @@ impl<'a> Iterator for FetchedRecords<'a> {
             };
             let bytes: &'a [u8] = &self.fetched.bytes[range];
             match record::record_views(bytes, &header) {
-                Ok(views) => self.current = Some((at, views)),
+                Ok(views) => {
+                    self.views = views;
+                    self.at = at;
+                }
                 Err(e) => {
+                    self.views = record::RecordViews::empty();
                     self.batches.position = usize::MAX;
                     return Some(Err(Error::corrupt(self.fetched.path(), at, e.to_string())));
                 }

@@ -683,75 +683,118 @@ struct RecordFields {
 /// borrowing iterators, so both accept exactly the same input.
 #[inline]
 fn decode_fields(batch: &[u8], pos: usize) -> Result<(RecordFields, usize), BatchError> {
-    match decode_fields_fast(batch, pos) {
-        Some(decoded) => Ok(decoded),
+    match decode_fast(batch, pos) {
+        Some(f) => Ok((
+            RecordFields {
+                timestamp_delta: f.timestamp_delta,
+                offset_delta: f.offset_delta,
+                key: f.key.map(|k| range_in(batch, k)),
+                value: f.value.map(|v| range_in(batch, v)),
+                headers: f.end..f.end,
+                header_count: 0,
+            },
+            f.end,
+        )),
         // Anything the fast path declines goes through the full decoder,
         // which accepts exactly the same input and names the error.
         None => decode_fields_checked(batch, pos),
     }
 }
 
-/// Reads a zigzag varint of at most 5 bytes, `None` if truncated or longer.
+/// Where `sub`, a subslice of `batch`, lies in it.
 #[inline(always)]
-fn fast_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut z = 0u64;
-    for i in 0..5 {
-        let b = *buf.get(*pos)?;
-        *pos += 1;
-        z |= u64::from(b & 0x7f) << (7 * i);
-        if b < 0x80 {
-            return Some(z);
-        }
-    }
-    None
+fn range_in(batch: &[u8], sub: &[u8]) -> Range<usize> {
+    let start = sub.as_ptr() as usize - batch.as_ptr() as usize;
+    start..start + sub.len()
 }
 
-/// The common case of `decode_fields` (no headers, varints of up to 5
-/// bytes) in a form the compiler keeps in registers: every failure returns
-/// `None` and the caller falls back to the checked decoder.
-#[inline]
-fn decode_fields_fast(batch: &[u8], pos: usize) -> Option<(RecordFields, usize)> {
-    let mut p = pos;
-    let len = unzigzag32(fast_varint(batch, &mut p)? as u32);
-    let end = p.checked_add(usize::try_from(len).ok()?)?;
-    let buf = batch.get(..end)?;
-    p += 1; // attributes
-    let timestamp_delta = unzigzag64(fast_varint(buf, &mut p)?);
-    if timestamp_delta.unsigned_abs() >= 1 << 34 {
-        return None; // a varlong the 5-byte reader may have cut short
+/// Takes a zigzag varint of 1 to 3 bytes (still zigzagged) off the front
+/// of `rest`; `None` if it is truncated or longer (the checked decoder then
+/// decides).
+#[inline(always)]
+fn short_varint(rest: &mut &[u8]) -> Option<u32> {
+    match **rest {
+        [b0, ref tail @ ..] if b0 < 0x80 => {
+            *rest = tail;
+            Some(u32::from(b0))
+        }
+        // b0 >= 0x80 here, and b1 >= 0x80 in the next arm.
+        [b0, b1, ref tail @ ..] if b1 < 0x80 => {
+            *rest = tail;
+            Some(u32::from(b0 & 0x7f) | u32::from(b1) << 7)
+        }
+        [b0, b1, b2, ref tail @ ..] if b2 < 0x80 => {
+            *rest = tail;
+            Some(u32::from(b0 & 0x7f) | u32::from(b1 & 0x7f) << 7 | u32::from(b2) << 14)
+        }
+        _ => None,
     }
-    let offset_delta = unzigzag32(fast_varint(buf, &mut p)? as u32);
-    // (start, len) with len == usize::MAX for null: plain integers stay in
-    // registers, where an Option<Option<Range>> went through the stack
-    // (a store-forwarding stall per field, measured).
-    let nullable = |p: &mut usize| -> Option<(usize, usize)> {
-        let n = unzigzag32(fast_varint(buf, p)? as u32);
-        if n == -1 {
-            return Some((*p, usize::MAX));
-        }
-        let n = usize::try_from(n).ok()?;
-        if n > buf.len() - *p {
-            return None;
-        }
-        let start = *p;
-        *p += n;
-        Some((start, n))
+}
+
+/// Takes a nullable field (zigzag length, then the bytes) off the front of
+/// `rest`: `Some(None)` for null, `None` for anything the fast path declines.
+#[inline(always)]
+fn short_nullable<'b>(rest: &mut &'b [u8]) -> Option<Option<&'b [u8]>> {
+    let z = short_varint(rest)?;
+    if z == 1 {
+        return Some(None); // -1
+    }
+    if z & 1 != 0 {
+        return None; // negative, other than -1
+    }
+    let (field, tail) = rest.split_at_checked((z >> 1) as usize)?;
+    *rest = tail;
+    Some(Some(field))
+}
+
+/// What the fast decoder found.
+#[derive(Clone, Copy)]
+struct FastFields<'b> {
+    timestamp_delta: i64,
+    offset_delta: i32,
+    key: Option<&'b [u8]>,
+    value: Option<&'b [u8]>,
+    /// Position after the record.
+    end: usize,
+}
+
+/// The common case of `decode_fields_checked`: no headers and every varint
+/// 1 to 3 bytes long. Returns `None` for anything else, valid or not, and
+/// the caller falls back to the checked decoder; whatever it returns is
+/// exactly what the checked decoder returns for the same bytes (a proptest
+/// compares them on mutated batches).
+#[inline(always)]
+fn decode_fast(batch: &[u8], pos: usize) -> Option<FastFields<'_>> {
+    let mut rest = batch.get(pos..)?;
+    let len = short_varint(&mut rest)?;
+    if len & 1 != 0 {
+        return None; // negative record length
+    }
+    let body_at = batch.len() - rest.len();
+    let (rec, _) = rest.split_at_checked((len >> 1) as usize)?;
+    let end = body_at + rec.len();
+    // Attributes (any value) first, a header count of 0 last. Reading the
+    // last byte this early starts its cache miss (the record's far end)
+    // while the fields are decoded.
+    let [_, ref fields @ .., 0] = *rec else {
+        return None;
     };
-    let range = |(start, n): (usize, usize)| (n != usize::MAX).then(|| start..start + n);
-    let key = range(nullable(&mut p)?);
-    let value = range(nullable(&mut p)?);
-    if fast_varint(buf, &mut p)? != 0 || p != end {
-        return None; // headers, or lengths that disagree: the checked path decides
+    let mut rec = fields;
+    let timestamp_delta = unzigzag64(u64::from(short_varint(&mut rec)?));
+    let offset_delta = unzigzag32(short_varint(&mut rec)?);
+    let key = short_nullable(&mut rec)?;
+    let value = short_nullable(&mut rec)?;
+    // Nothing between the value and the header count.
+    if !rec.is_empty() {
+        return None;
     }
-    let fields = RecordFields {
+    Some(FastFields {
         timestamp_delta,
         offset_delta,
         key,
         value,
-        headers: end..end,
-        header_count: 0,
-    };
-    Some((fields, end))
+        end,
+    })
 }
 
 fn decode_fields_checked(batch: &[u8], pos: usize) -> Result<(RecordFields, usize), BatchError> {
@@ -855,21 +898,23 @@ pub struct RecordView<'a> {
     pub key: Option<&'a [u8]>,
     /// The value; `None` for a tombstone.
     pub value: Option<&'a [u8]>,
-    batch: &'a [u8],
-    headers: Range<usize>,
-    header_count: usize,
+    /// The encoded headers after their count (validated), `header_count` of them.
+    headers: &'a [u8],
+    header_count: u32,
 }
 
 impl<'a> RecordView<'a> {
     /// The headers, in order, as (key, value).
     pub fn headers(&self) -> impl Iterator<Item = (&'a str, Option<&'a [u8]>)> + 'a {
-        let batch = self.batch;
-        HeaderFields::new(batch, self.headers.clone(), self.header_count).map(move |(k, v)| {
-            (
-                std::str::from_utf8(&batch[k]).unwrap_or(""),
-                v.map(|v| &batch[v]),
-            )
-        })
+        let headers = self.headers;
+        HeaderFields::new(headers, 0..headers.len(), self.header_count as usize).map(
+            move |(k, v)| {
+                (
+                    std::str::from_utf8(&headers[k]).unwrap_or(""),
+                    v.map(|v| &headers[v]),
+                )
+            },
+        )
     }
 }
 
@@ -909,6 +954,48 @@ pub(crate) fn record_views<'a>(
     })
 }
 
+impl<'a> RecordViews<'a> {
+    /// An iterator with nothing left.
+    pub(crate) fn empty() -> Self {
+        RecordViews {
+            batch: &[],
+            pos: 0,
+            remaining: 0,
+            base_offset: 0,
+            base_timestamp: 0,
+            log_append_time: None,
+        }
+    }
+
+    /// The next record if it is the common kind the fast decoder takes;
+    /// `None` at the end, on a record it declines, and on errors: then
+    /// [`next`](Iterator::next) (unchanged state) has the answer. Small
+    /// enough to inline into the caller's loop.
+    #[inline(always)]
+    pub(crate) fn next_fast(&mut self) -> Option<RecordView<'a>> {
+        if self.remaining <= 0 {
+            return None;
+        }
+        let f = decode_fast(self.batch, self.pos)?;
+        self.pos = f.end;
+        self.remaining -= 1;
+        Some(RecordView {
+            offset: self.base_offset.wrapping_add(i64::from(f.offset_delta)) as u64,
+            timestamp: self.timestamp(f.timestamp_delta),
+            key: f.key,
+            value: f.value,
+            headers: &[],
+            header_count: 0,
+        })
+    }
+
+    #[inline(always)]
+    fn timestamp(&self, delta: i64) -> i64 {
+        self.log_append_time
+            .unwrap_or(self.base_timestamp.wrapping_add(delta))
+    }
+}
+
 impl<'a> Iterator for RecordViews<'a> {
     type Item = Result<RecordView<'a>, BatchError>;
 
@@ -922,21 +1009,22 @@ impl<'a> Iterator for RecordViews<'a> {
             }
             return None;
         }
-        match decode_fields(self.batch, self.pos) {
+        if let Some(view) = self.next_fast() {
+            return Some(Ok(view));
+        }
+        match decode_fields_checked(self.batch, self.pos) {
             Ok((f, end)) => {
                 self.pos = end;
                 self.remaining -= 1;
                 let batch = self.batch;
                 Some(Ok(RecordView {
                     offset: self.base_offset.wrapping_add(i64::from(f.offset_delta)) as u64,
-                    timestamp: self
-                        .log_append_time
-                        .unwrap_or(self.base_timestamp.wrapping_add(f.timestamp_delta)),
+                    timestamp: self.timestamp(f.timestamp_delta),
                     key: f.key.map(|r| &batch[r]),
                     value: f.value.map(|r| &batch[r]),
-                    batch,
-                    headers: f.headers,
-                    header_count: f.header_count,
+                    headers: &batch[f.headers],
+                    // At most the record's length, itself below 2^31.
+                    header_count: f.header_count as u32,
                 }))
             }
             Err(e) => {
@@ -1784,6 +1872,158 @@ mod tests {
         assert!(it.next().unwrap().is_err());
         assert!(it.next().is_none());
         assert!(it.next().is_none());
+    }
+
+    // --- fast decoder vs checked decoder ------------------------------------
+
+    /// Records the fast decoder takes (no headers, short varints), plus a
+    /// few it must decline.
+    fn arb_plain_record() -> impl Strategy<Value = Record> {
+        let timestamp = prop_oneof![
+            Just(None),
+            (-70_000i64..70_000).prop_map(|d| Some(NOW + d)),
+            any::<i64>().prop_map(Some),
+        ];
+        (
+            arb_bytes(20),
+            arb_bytes(9_000),
+            timestamp,
+            proptest::bool::weighted(0.1),
+        )
+            .prop_map(|(key, value, timestamp, header)| Record {
+                key,
+                value,
+                headers: if header {
+                    vec![Header::new("h", "v")]
+                } else {
+                    Vec::new()
+                },
+                timestamp,
+                partition: None,
+            })
+    }
+
+    /// Whatever `decode_fast` accepts at `pos`, the checked decoder accepts
+    /// with the same fields.
+    fn assert_fast_agrees(batch: &[u8], pos: usize) -> Result<(), TestCaseError> {
+        let Some(f) = decode_fast(batch, pos) else {
+            return Ok(());
+        };
+        let checked = decode_fields_checked(batch, pos);
+        let Ok((c, end)) = checked else {
+            return Err(TestCaseError::fail(format!(
+                "fast accepted what checked rejects at {pos}: {checked:?}"
+            )));
+        };
+        prop_assert_eq!(f.end, end);
+        prop_assert_eq!(f.timestamp_delta, c.timestamp_delta);
+        prop_assert_eq!(f.offset_delta, c.offset_delta);
+        prop_assert_eq!(f.key.map(|k| range_in(batch, k)), c.key);
+        prop_assert_eq!(f.value.map(|v| range_in(batch, v)), c.value);
+        prop_assert_eq!(c.header_count, 0);
+        Ok(())
+    }
+
+    /// The borrowing iterator (fast path with fallback) against one that
+    /// only uses the checked decoder.
+    fn assert_views_match_checked(batch: &[u8]) -> Result<(), TestCaseError> {
+        let Ok(header) = parse_header(batch) else {
+            return Ok(());
+        };
+        let Ok(views) = record_views(batch, &header) else {
+            return Ok(());
+        };
+        let got: Vec<_> = views
+            .map(|r| r.map(|v| (v.offset, v.timestamp, v.key, v.value, v.headers().count())))
+            .collect();
+        let mut want = Vec::new();
+        let (mut pos, mut left) = (BATCH_HEADER_LEN, header.records_count);
+        let base_ts = header.base_timestamp;
+        let append_time = header.attributes & LOG_APPEND_TIME_BIT != 0;
+        while left > 0 {
+            match decode_fields_checked(batch, pos) {
+                Ok((f, end)) => {
+                    let ts = if append_time {
+                        header.max_timestamp
+                    } else {
+                        base_ts.wrapping_add(f.timestamp_delta)
+                    };
+                    want.push(Ok((
+                        header.base_offset.wrapping_add(i64::from(f.offset_delta)) as u64,
+                        ts,
+                        f.key.map(|r| &batch[r]),
+                        f.value.map(|r| &batch[r]),
+                        f.header_count,
+                    )));
+                    pos = end;
+                    left -= 1;
+                }
+                Err(e) => {
+                    want.push(Err(e));
+                    break;
+                }
+            }
+        }
+        if left == 0 && pos != batch.len() {
+            want.push(Err(BatchError::Invalid(
+                "bytes left after the last record (record count too small)",
+            )));
+        }
+        prop_assert_eq!(got, want);
+        Ok(())
+    }
+
+    /// Edit values: any byte, often one that matters to varints and lengths.
+    fn arb_edit_byte() -> impl Strategy<Value = u8> {
+        prop_oneof![
+            any::<u8>(),
+            prop::sample::select(vec![
+                0x00, 0x01, 0x02, 0x03, 0x04, 0x7e, 0x7f, 0x80, 0x81, 0xff
+            ]),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+        #[test]
+        fn fast_decoder_agrees_with_checked(
+            recs in proptest::collection::vec(arb_plain_record(), 1..8),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), arb_edit_byte()), 0..6),
+            near_records in any::<bool>(),
+        ) {
+            let (mut b, _) = encode(3, &recs, NOW);
+            let len = b.len();
+            for (at, v) in &edits {
+                // Mostly hit the first record bytes, where the lengths are.
+                let at = if near_records {
+                    BATCH_HEADER_LEN + at.index((len - BATCH_HEADER_LEN).min(24))
+                } else {
+                    at.index(len)
+                };
+                b[at] = *v;
+            }
+            for pos in 0..=len {
+                assert_fast_agrees(&b, pos)?;
+            }
+            assert_views_match_checked(&b)?;
+            if edits.is_empty() {
+                let ok = recs.iter().all(|r| r.headers.is_empty());
+                let views = record_views(&b, &parse_header(&b).unwrap()).unwrap();
+                prop_assert_eq!(views.count(), recs.len());
+                if ok && recs.iter().all(|r| {
+                    r.value.as_ref().is_none_or(|v| v.len() < 8_000)
+                        && r.timestamp.is_none_or(|t| (t - NOW).abs() < 60_000)
+                }) {
+                    // Every record of this shape takes the fast path.
+                    let mut pos = BATCH_HEADER_LEN;
+                    for _ in &recs {
+                        let f = decode_fast(&b, pos);
+                        prop_assert!(f.is_some(), "fast path declined a plain record");
+                        pos = f.unwrap().end;
+                    }
+                }
+            }
+        }
     }
 
     // --- fuzz ----------------------------------------------------------------
