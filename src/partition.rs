@@ -170,9 +170,10 @@ impl PartitionShared {
             flusher: ctx.flusher.clone(),
             closed: AtomicBool::new(false),
             waiters: Waiters::default(),
-            // Whatever was on disk at open is treated as durable: after a
-            // crash only what the kernel kept is there to find.
-            sync: GroupCommit::new(log_end),
+            // After a clean close everything on disk is durable; after a
+            // crash it may be in the page cache only, so the first flush
+            // must sync it.
+            sync: GroupCommit::new(if ctx.clean { log_end } else { 0 }),
         });
         Ok((shared, loaded.recovery))
     }
@@ -267,7 +268,7 @@ impl PartitionShared {
             return Err(Error::Closed);
         };
         if let Some(ms) = self.config.segment_ms {
-            if writer.position() > 0 && now.saturating_sub(writer.created_ms()) >= ms as i64 {
+            if writer.position() > 0 && now.saturating_sub(writer.created_ms()) >= i64::try_from(ms).unwrap_or(i64::MAX) {
                 self.roll(state, now)?;
             }
         }
@@ -305,10 +306,22 @@ impl PartitionShared {
                 return Err(e);
             }
         };
-        let sealed = writer.seal();
+        let sealed = writer.seal().inspect_err(|_| self.poisoned.store(true, Ordering::Release));
+        let synced = match &sealed {
+            // Group commit and the interval flush sync only the last segment,
+            // so under those modes the sealed one must be durable (with its
+            // directory entry) before the new one becomes last: otherwise a
+            // waiter could sync the new segment and return for a record that
+            // sits, unsynced, in the old one.
+            Ok(sealed) if self.durability != Durability::Os => sealed
+                .make_sealed_durable(&self.dir)
+                .inspect_err(|_| self.poisoned.store(true, Ordering::Release)),
+            _ => Ok(()),
+        };
         self.segments.write().push(segment);
         state.active = Some(new_writer);
-        let sealed = sealed.inspect_err(|_| self.poisoned.store(true, Ordering::Release))?;
+        let sealed = sealed?;
+        synced?;
         if self.durability == Durability::Os {
             // Off the hot path, like Kafka's flush of a rolled segment: a power
             // loss can then only tear the active segment, which recovery scans.
@@ -319,12 +332,6 @@ impl PartitionShared {
             };
             // The flusher only stops after every partition is closed.
             let _ = self.flusher.send(job);
-        } else {
-            // Group commit and the interval flush only sync the active
-            // segment, so the one being sealed must be durable (with its
-            // directory entry) before any record of the new one is acknowledged.
-            let synced = sealed.make_sealed_durable(&self.dir);
-            synced.inspect_err(|_| self.poisoned.store(true, Ordering::Release))?;
         }
         Ok(())
     }
@@ -369,6 +376,9 @@ impl PartitionShared {
             state.syncing = false;
             self.sync.done.notify_all();
             match result {
+                // A roll's sync of an older segment may have failed meanwhile:
+                // then records below `end` are not all durable.
+                Ok(()) if self.poisoned.load(Ordering::Acquire) => return Err(self.poisoned_error()),
                 Ok(()) => state.synced = state.synced.max(end),
                 Err(e) => {
                     // fsyncgate: after a failed fsync the kernel may have dropped
@@ -384,6 +394,9 @@ impl PartitionShared {
     /// background sync (under `Durability::Os`) may still be queued, then
     /// the active one.
     pub(crate) fn flush(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(self.poisoned_error()); // never retry a failed fsync
+        }
         let end = self.log_end();
         let sealed: Vec<Arc<Segment>> = {
             let segments = self.segments.read();
@@ -410,13 +423,33 @@ impl PartitionShared {
         let Some(writer) = state.active.take() else {
             return Ok(());
         };
-        let sealed = writer.seal()?;
-        sealed.sync()?;
-        sealed.offset_index().sync()?;
-        crate::io::fsync_dir(&self.dir)?;
+        let result = self.close_files(writer);
         drop(state);
         self.waiters.wake_all();
-        Ok(())
+        result
+    }
+
+    /// Seals the active segment and makes every segment durable, unless an
+    /// fsync already failed: then its pages may be gone, and a clean close
+    /// would let the next open trust them.
+    fn close_files(&self, writer: SegmentWriter) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(self.poisoned_error());
+        }
+        let sealed = writer.seal()?;
+        // Segments sealed by this session under Durability::Os, or left
+        // unsynced by a crashed one: make them durable before the clean mark.
+        let older: Vec<Arc<Segment>> = {
+            let segments = self.segments.read();
+            segments[..segments.len().saturating_sub(1)].to_vec()
+        };
+        for segment in older {
+            segment.make_sealed_durable(&self.dir)?;
+        }
+        sealed.sync()?;
+        sealed.offset_index().sync()?;
+        sealed.time_index().sync()?;
+        crate::io::fsync_dir(&self.dir)
     }
 
     /// Marks the partition closed without touching its files (topic deletion).
@@ -473,13 +506,18 @@ impl PartitionShared {
     /// The earliest offset whose timestamp is `>= timestamp`, with that
     /// timestamp; `None` if every record is older.
     pub(crate) fn offset_for_time(&self, timestamp: i64) -> Result<Option<(u64, i64)>> {
+        // The end first: a batch found past it is still being published.
+        let end = self.log_end();
         let segments: Vec<Arc<Segment>> = self.segments.read().clone();
         let start = self.log_start();
         for segment in segments.iter().filter(|s| s.max_timestamp() >= timestamp) {
             let Some(found) = segment.locate_time(timestamp) else {
                 continue;
             };
-            let batch = segment.read_batches(found.position, 0, self.log_end());
+            let batch = segment.read_batches(found.position, 0, end);
+            if batch.is_empty() {
+                break; // at or past the end: nothing readable yet
+            }
             let records = decode_batch(&batch, segment.log_path(), found.position)?;
             for r in records {
                 let r = r.map_err(|e| {

@@ -99,7 +99,7 @@ fn run(rx: Receiver<Job>, interval: Option<Duration>, source: Arc<dyn PartitionS
                 for p in source.partitions() {
                     if p.is_dirty() && !p.is_closed() {
                         // A failure poisons the partition; its next append reports it.
-                        let _ = p.sync_to(p.log_end());
+                        let _ = p.flush();
                     }
                 }
                 next_tick = Some(Instant::now() + every);

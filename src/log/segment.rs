@@ -74,7 +74,6 @@ impl AsRef<[u8]> for ReadMap {
 }
 
 /// Read side of a segment.
-#[derive(Debug)]
 pub(crate) struct Segment {
     base_offset: u64,
     log_path: PathBuf,
@@ -120,6 +119,19 @@ pub(crate) struct ScanOutcome {
 pub(crate) struct Located {
     pub position: u64,
     pub header: BatchHeader,
+}
+
+impl std::fmt::Debug for Segment {
+    // By hand: the derived form would print the whole map, and after a roll
+    // or close the map reaches past the end of the file (SIGBUS).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment")
+            .field("log_path", &self.log_path)
+            .field("base_offset", &self.base_offset)
+            .field("next_offset", &self.next_offset())
+            .field("published_len", &self.published_len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What is known about a segment's batches when it is opened.
@@ -202,6 +214,10 @@ impl Segment {
 
     pub fn offset_index(&self) -> &IndexFile<OffsetEntry> {
         &self.offset_index
+    }
+
+    pub fn time_index(&self) -> &IndexFile<TimeEntry> {
+        &self.time_index
     }
 
     /// Published bytes `[start, end)` as a borrowed slice.
@@ -377,6 +393,9 @@ pub(crate) fn scan(
             break None;
         }
         match record::check(&buf[position..]) {
+            Ok(header) if !offsets_fit(&header, base_offset) => {
+                break Some(BatchError::Invalid("batch offsets outside the segment"));
+            }
             Ok(header) if contiguous && header.base_offset != next_offset as i64 => {
                 break Some(BatchError::Invalid(
                     "batch does not start at the next offset",
@@ -398,6 +417,18 @@ pub(crate) fn scan(
         batches,
         stopped_by,
     }
+}
+
+/// A batch's offsets must lie in the segment: at or after its base offset,
+/// at most 2^32 - 1 past it (index entries hold 32-bit relative offsets),
+/// with a non-negative last offset delta and record count. The CRC does not
+/// make these true: a writer bug or a crafted file can break them.
+fn offsets_fit(header: &BatchHeader, segment_base: u64) -> bool {
+    header.base_offset >= 0
+        && header.last_offset_delta >= 0
+        && header.records_count >= 0
+        && (header.base_offset as u64) >= segment_base
+        && (header.last_offset() as u64).saturating_sub(segment_base) <= u64::from(u32::MAX)
 }
 
 /// Is there a valid batch anywhere in `buf` (damage followed by good data)?
@@ -457,20 +488,41 @@ impl SegmentWriter {
         now_ms: i64,
     ) -> Result<(Arc<Segment>, SegmentWriter)> {
         let stem = file_stem(base_offset);
-        let log_path = dir.join(format!("{stem}.log"));
+        let paths = [
+            dir.join(format!("{stem}.log")),
+            dir.join(format!("{stem}.index")),
+            dir.join(format!("{stem}.timeindex")),
+        ];
+        let created = Self::create_files(&paths, base_offset, opts, now_ms);
+        if created.is_err() {
+            // A half-created segment would overlap the still-active one on
+            // the next open; take it back (best effort: it is empty).
+            for path in &paths {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        created
+    }
+
+    fn create_files(
+        [log_path, index_path, time_path]: &[PathBuf; 3],
+        base_offset: u64,
+        opts: SegmentOptions,
+        now_ms: i64,
+    ) -> Result<(Arc<Segment>, SegmentWriter)> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
-            .open(&log_path)
-            .map_err(|e| Error::io(&log_path, e))?;
+            .open(log_path)
+            .map_err(|e| Error::io(log_path, e))?;
         let idx_cap = index_capacity(opts.capacity, opts.index_interval);
-        let offset_index = IndexFile::create(&dir.join(format!("{stem}.index")), idx_cap)?;
-        let time_index = IndexFile::create(&dir.join(format!("{stem}.timeindex")), idx_cap)?;
+        let offset_index = IndexFile::create(index_path, idx_cap)?;
+        let time_index = IndexFile::create(time_path, idx_cap)?;
         Self::activate(
             file,
-            log_path,
+            log_path.clone(),
             base_offset,
             0,
             base_offset,
@@ -982,8 +1034,10 @@ impl SegmentWriter {
         seg.max_timestamp
             .fetch_max(encoded.max_timestamp, Ordering::Release);
         seg.next_offset.store(self.next_offset, Ordering::Release);
-        // This process computed the CRC over these very bytes.
-        seg.verified_len.store(end, Ordering::Release);
+        // This process computed the CRC over these very bytes. Only a range
+        // contiguous with what is verified extends the mark: after a clean
+        // reopen the older batches have not been checked yet.
+        seg.mark_verified(end - encoded.len as u64, end);
         // Publish last: a reader that sees the new length sees the bytes.
         seg.published_len.store(end, Ordering::Release);
         appended
