@@ -392,3 +392,66 @@ fn check_or_write_meta(dir: &Path) -> Result<()> {
         Err(e) => Err(Error::io(&path, e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testutil::TempDir;
+    use crate::{Durability, Error, Log, LogConfig, Record, TopicConfig};
+
+    /// After a failed fsync, `close` must not mark the shutdown clean: the
+    /// next open would then trust pages the kernel may have dropped.
+    #[test]
+    fn close_after_a_failed_fsync_is_an_error_and_not_clean() {
+        let dir = TempDir::new();
+        let config = || LogConfig::default().durability(Durability::Always);
+        let log = Log::open(dir.path(), config()).unwrap();
+        log.create_topic("closepoison", TopicConfig::new(1))
+            .unwrap();
+        let producer = log.producer("closepoison").unwrap();
+        producer.send(Record::new("a")).unwrap();
+        crate::io::failpoints::fail_next_sync("closepoison/0/");
+        assert!(producer.send(Record::new("b")).is_err());
+        assert!(matches!(log.close(), Err(Error::Poisoned { .. })));
+        drop((producer, log));
+        let log = Log::open(dir.path(), config()).unwrap();
+        assert!(!log.recovery_report().clean_shutdown);
+    }
+
+    /// After a crash, recovered data may be in the page cache only: the
+    /// first flush must sync it (observed through a failing fsync).
+    #[test]
+    fn first_flush_after_a_crash_syncs_recovered_data() {
+        let dir = TempDir::new();
+        let copy = TempDir::new();
+        {
+            let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+            log.create_topic("crashflush", TopicConfig::new(1)).unwrap();
+            log.producer("crashflush")
+                .unwrap()
+                .send(Record::new("a"))
+                .unwrap();
+            // A copy taken while the log is open looks like a crash.
+            let status = std::process::Command::new("cp")
+                .arg("-a")
+                .arg(format!("{}/.", dir.path().display()))
+                .arg(copy.path())
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        std::fs::remove_file(copy.path().join(".lock")).ok();
+        let log = Log::open(copy.path(), LogConfig::default()).unwrap();
+        assert!(!log.recovery_report().clean_shutdown);
+        let p = log
+            .topic("crashflush")
+            .unwrap()
+            .partition(0)
+            .unwrap()
+            .clone();
+        crate::io::failpoints::fail_next_sync(&format!("{}/crashflush/0/", copy.path().display()));
+        assert!(
+            p.flush().is_err(),
+            "flush did not sync the recovered segment"
+        );
+    }
+}
