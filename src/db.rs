@@ -38,6 +38,11 @@ const TRANSIENT_PREFIX: char = '~';
 pub struct RecoveryReport {
     /// The previous session closed cleanly, so nothing was scanned.
     pub clean_shutdown: bool,
+    /// The previous session ended without a clean close and the machine has
+    /// restarted since (power loss or kernel crash): damage in the active
+    /// segment was then treated as unsynced writes and cut, even with valid
+    /// batches after it (see docs/FORMAT.md, "Recovery rules").
+    pub after_reboot: bool,
     /// Per partition: `(topic, partition, what was done)`. Partitions that
     /// needed nothing are included too.
     pub partitions: Vec<(String, u32, PartitionRecovery)>,
@@ -117,15 +122,19 @@ impl Log {
 
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = marker.exists();
+        let boot = BootId::check(&dir);
+        let after_reboot = !clean && boot.changed;
         let (flush_tx, flush_rx) = crossbeam_channel::unbounded();
         let mut recovery = RecoveryReport {
             clean_shutdown: clean,
+            after_reboot,
             ..RecoveryReport::default()
         };
         let ctx = OpenContext {
             durability: config.durability,
             clock: &config.clock,
             clean,
+            after_reboot,
             flusher: &flush_tx,
         };
         let mut topics = BTreeMap::new();
@@ -152,6 +161,7 @@ impl Log {
             }
             topics.insert(name, Topic { shared });
         }
+        boot.record(&dir)?;
         if clean {
             // From here on the files change again: the next open must not
             // trust them unless this session closes cleanly too.
@@ -236,6 +246,7 @@ impl Log {
             durability: s.config.durability,
             clock: &s.config.clock,
             clean: true,
+            after_reboot: false,
             flusher: &s.flush_jobs,
         };
         let (shared, _) = TopicShared::open(name, final_dir, &ctx)?;
@@ -375,6 +386,47 @@ fn transient_name(what: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     format!("{TRANSIENT_PREFIX}{what}-{}-{n}", std::process::id())
+}
+
+/// Which boot of the machine last opened the directory (Linux's
+/// `/proc/sys/kernel/random/boot_id`, stored in `.boot_id`). It tells a
+/// process crash, after which the page cache still holds every write, from
+/// a power loss or kernel crash, after which unsynced writes may be lost.
+struct BootId {
+    current: Option<String>,
+    stored: Option<String>,
+    changed: bool,
+}
+
+impl BootId {
+    const FILE: &'static str = ".boot_id";
+
+    fn check(dir: &Path) -> BootId {
+        let current = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()
+            .map(|s| s.trim().to_string());
+        let stored = std::fs::read_to_string(dir.join(Self::FILE))
+            .ok()
+            .map(|s| s.trim().to_string());
+        // Unknown either way: assume no reboot, the strict reading.
+        let changed = matches!((&current, &stored), (Some(c), Some(s)) if c != s);
+        BootId {
+            current,
+            stored,
+            changed,
+        }
+    }
+
+    /// Records this boot (once per boot), replacing the file atomically: a
+    /// crash mid-write must not leave an id that reads as "rebooted".
+    fn record(&self, dir: &Path) -> Result<()> {
+        match &self.current {
+            Some(current) if self.stored.as_ref() != Some(current) => {
+                crate::io::write_atomic(&dir.join(Self::FILE), current.as_bytes())
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 fn check_or_write_meta(dir: &Path) -> Result<()> {

@@ -73,6 +73,8 @@ pub(crate) struct OpenContext<'a> {
     pub clock: &'a Arc<dyn Clock>,
     /// The previous session closed cleanly: trust the files.
     pub clean: bool,
+    /// The machine restarted since the previous (unclean) session.
+    pub after_reboot: bool,
     pub flusher: &'a Sender<Job>,
 }
 
@@ -150,7 +152,12 @@ impl PartitionShared {
         ctx: &OpenContext<'_>,
     ) -> Result<(Arc<PartitionShared>, PartitionRecovery)> {
         let opts = segment_options(&config);
-        let loaded = log::load(&dir, opts, ctx.clean, ctx.clock.now_ms())?;
+        let last = match (ctx.clean, ctx.after_reboot) {
+            (true, _) => log::LastShutdown::Clean,
+            (false, false) => log::LastShutdown::Crash,
+            (false, true) => log::LastShutdown::CrashAndReboot,
+        };
+        let loaded = log::load(&dir, opts, last, ctx.clock.now_ms())?;
         let log_end = loaded.writer.next_offset();
         let log_start = loaded.segments.first().map_or(0, |s| s.base_offset());
         let shared = Arc::new(PartitionShared {

@@ -20,6 +20,19 @@ use segment::{Opened, Segment, SegmentOptions, SegmentWriter};
 
 use crate::error::{Error, Result};
 
+/// How the previous session ended, as far as recovery cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LastShutdown {
+    /// `close()` completed: every file is whole and synced.
+    Clean,
+    /// The process died; the machine did not. The page cache kept every
+    /// write, so only a batch being written at the moment can be torn.
+    Crash,
+    /// The machine restarted (power loss, kernel crash) since the last
+    /// session: writes that were never synced may be lost in any order.
+    CrashAndReboot,
+}
+
 /// What opening a partition found and repaired.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PartitionRecovery {
@@ -49,7 +62,13 @@ pub(crate) struct Loaded {
 /// segment — the only one a crash can leave torn — is scanned and CRC-checked,
 /// its torn tail truncated and its indexes rebuilt; damage followed by valid
 /// batches is reported as [`Error::Corrupt`], never truncated.
-pub(crate) fn load(dir: &Path, opts: SegmentOptions, clean: bool, now_ms: i64) -> Result<Loaded> {
+pub(crate) fn load(
+    dir: &Path,
+    opts: SegmentOptions,
+    last: LastShutdown,
+    now_ms: i64,
+) -> Result<Loaded> {
+    let clean = last == LastShutdown::Clean;
     let mut recovery = PartitionRecovery::default();
     let mut bases = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
@@ -90,8 +109,7 @@ pub(crate) fn load(dir: &Path, opts: SegmentOptions, clean: bool, now_ms: i64) -
         // Sealed segments were complete before the next one was created, so
         // a process crash cannot tear them: trust them and check their tail.
         let trusted = clean || !active;
-        let (opened, repair) =
-            SegmentWriter::open(dir, base, opts, active, trusted, clean, now_ms)?;
+        let (opened, repair) = SegmentWriter::open(dir, base, opts, active, trusted, last, now_ms)?;
         recovery.segments_scanned += usize::from(repair.scanned);
         recovery.indexes_rebuilt += usize::from(repair.rebuilt_index);
         recovery.truncated_bytes += repair.truncated_bytes;

@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use bytes::Bytes;
 use memmap2::{Advice, MmapOptions, MmapRaw};
 
+use super::LastShutdown;
 use super::index::{IndexFile, OffsetEntry, TimeEntry};
 use super::record::{self, BatchError, BatchHeader, EncodedBatch};
 use crate::error::{Error, Result};
@@ -611,9 +612,10 @@ impl SegmentWriter {
         opts: SegmentOptions,
         active: bool,
         trusted: bool,
-        clean: bool,
+        last: LastShutdown,
         now_ms: i64,
     ) -> Result<(Opened, Repair)> {
+        let clean = last == LastShutdown::Clean;
         let stem = file_stem(base_offset);
         let log_path = dir.join(format!("{stem}.log"));
         let index_path = dir.join(format!("{stem}.index"));
@@ -711,7 +713,13 @@ impl SegmentWriter {
                 builder.finish(&time_index);
                 if outcome.valid_len < file_len {
                     let rest = &data[outcome.valid_len as usize..];
-                    if let Some(at) = find_valid_batch(rest, outcome.next_offset) {
+                    let valid_after = find_valid_batch(rest, outcome.next_offset);
+                    // After a process crash the page cache kept every write,
+                    // so good batches after damage mean real corruption. After
+                    // a reboot, unsynced pages may come back as holes in any
+                    // order, while everything a completed fdatasync covered is
+                    // whole: cutting at the first damage keeps all of that.
+                    if let (Some(at), false) = (valid_after, last == LastShutdown::CrashAndReboot) {
                         return Err(Error::corrupt(
                             &log_path,
                             outcome.valid_len,
