@@ -107,7 +107,7 @@ fn longest_valid_topic_name_works() {
     log.close().unwrap();
     assert_eq!(
         names_in(dir.path()),
-        [".clean_shutdown", ".lock", "logbus.meta"]
+        [".boot_id", ".clean_shutdown", ".lock", "logbus.meta"]
             .map(String::from)
             .into()
     );
@@ -201,7 +201,7 @@ fn invalid_configs_are_refused() {
     assert!(log.topics().is_empty());
     assert_eq!(
         names_in(dir.path()),
-        [".lock", "logbus.meta"].map(String::from).into()
+        [".boot_id", ".lock", "logbus.meta"].map(String::from).into()
     );
     log.close().unwrap();
 }
