@@ -235,9 +235,6 @@ impl Log {
             std::fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
         }
         TopicShared::write_new(&staging, &config)?;
-        for p in 0..config.partitions {
-            crate::io::fsync_dir(&staging.join(p.to_string()))?;
-        }
         crate::io::fsync_dir(&staging)?;
         let final_dir = s.dir.join(name);
         std::fs::rename(&staging, &final_dir).map_err(|e| Error::io(&final_dir, e))?;
@@ -249,7 +246,12 @@ impl Log {
             after_reboot: false,
             flusher: &s.flush_jobs,
         };
-        let (shared, _) = TopicShared::open(name, final_dir, &ctx)?;
+        let (shared, _) = TopicShared::open(name, final_dir.clone(), &ctx)?;
+        // Opening created each partition's first segment: make those
+        // directory entries durable before any send can be acknowledged.
+        for p in 0..config.partitions {
+            crate::io::fsync_dir(&final_dir.join(p.to_string()))?;
+        }
         let topic = Topic { shared };
         topics.insert(name.to_string(), topic.clone());
         Ok(topic)
