@@ -116,6 +116,8 @@ impl FetchedBatches {
             batches: self.batches(),
             views: record::RecordViews::empty(),
             at: 0,
+            pending: None,
+            error: None,
         }
     }
 
@@ -676,6 +678,20 @@ pub struct FetchedRecords<'a> {
     views: record::RecordViews<'a>,
     /// File position of the current batch, for errors.
     at: u64,
+    /// A record `refill` decoded with the checked decoder, next to return.
+    pending: Option<RecordView<'a>>,
+    /// The error `refill` ran into, next to return.
+    error: Option<Error>,
+}
+
+/// What [`FetchedRecords::refill`] left for `next`.
+enum Refill {
+    /// More records in `views`, or one in `pending`.
+    Ready,
+    /// An error in `error`.
+    Failed,
+    /// Nothing left.
+    End,
 }
 
 impl std::fmt::Debug for FetchedRecords<'_> {
@@ -689,53 +705,72 @@ impl std::fmt::Debug for FetchedRecords<'_> {
 impl<'a> Iterator for FetchedRecords<'a> {
     type Item = Result<RecordView<'a>>;
 
-    /// The common record (inside a batch, no headers, at or after the
-    /// offset asked for) takes the inlined fast path; everything else
-    /// (batch boundaries, skipped offsets, headers, errors) goes through
-    /// `next_slow`.
+    /// The common record (inside a batch, no headers) comes from the
+    /// inlined fast decoder; `refill` deals with everything else (batch
+    /// boundaries, records for the checked decoder, errors) out of line and
+    /// leaves its result in `self`, so the record returned here never goes
+    /// through memory.
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        if let Some(r) = self.views.next_fast() {
+        loop {
+            let r = if self.pending.is_none() {
+                match self.views.next_fast() {
+                    Some(r) => r,
+                    None => match self.refill() {
+                        Refill::Ready => continue,
+                        Refill::Failed => return self.error.take().map(Err),
+                        Refill::End => return None,
+                    },
+                }
+            } else {
+                // Before the records after it.
+                match self.pending.take() {
+                    Some(r) => r,
+                    None => continue,
+                }
+            };
             if r.offset >= self.fetched.from {
                 return Some(Ok(r));
             }
         }
-        self.next_slow()
     }
 }
 
-impl<'a> FetchedRecords<'a> {
+impl FetchedRecords<'_> {
     #[inline(never)]
-    fn next_slow(&mut self) -> Option<Result<RecordView<'a>>> {
-        loop {
-            match self.views.next() {
-                Some(Ok(r)) if r.offset < self.fetched.from => continue,
-                Some(Ok(r)) => return Some(Ok(r)),
-                Some(Err(e)) => {
-                    let err = Error::corrupt(self.fetched.path(), self.at, e.to_string());
-                    self.views = record::RecordViews::empty();
-                    self.batches.position = usize::MAX;
-                    return Some(Err(err));
-                }
-                None => {}
+    fn refill(&mut self) -> Refill {
+        match self.views.next() {
+            Some(Ok(r)) => {
+                self.pending = Some(r);
+                return Refill::Ready;
             }
-            let (at, header, range) = match self.batches.next()? {
-                Ok(batch) => batch,
-                Err(e) => return Some(Err(e)),
-            };
-            let bytes: &'a [u8] = &self.fetched.bytes[range];
-            match record::record_views(bytes, &header) {
-                Ok(views) => {
-                    self.views = views;
-                    self.at = at;
-                }
-                Err(e) => {
-                    self.views = record::RecordViews::empty();
-                    self.batches.position = usize::MAX;
-                    return Some(Err(Error::corrupt(self.fetched.path(), at, e.to_string())));
-                }
+            Some(Err(e)) => {
+                return self.fail(Error::corrupt(self.fetched.path(), self.at, e.to_string()));
             }
+            None => {}
         }
+        let (at, header, range) = match self.batches.next() {
+            None => return Refill::End,
+            Some(Ok(batch)) => batch,
+            Some(Err(e)) => return self.fail(e),
+        };
+        let fetched = self.fetched;
+        match record::record_views(&fetched.bytes[range], &header) {
+            Ok(views) => {
+                self.views = views;
+                self.at = at;
+                Refill::Ready
+            }
+            Err(e) => self.fail(Error::corrupt(fetched.path(), at, e.to_string())),
+        }
+    }
+
+    /// Stores `e` for `next` and ends the iteration after it.
+    fn fail(&mut self, e: Error) -> Refill {
+        self.views = record::RecordViews::empty();
+        self.batches.position = usize::MAX;
+        self.error = Some(e);
+        Refill::Failed
     }
 }
 
