@@ -1,5 +1,6 @@
 //! [`Producer`]: choosing partitions, checking sizes and batching.
 
+use std::borrow::Borrow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -78,7 +79,7 @@ impl Producer {
             .topic
             .choose_partition(&record, len, &self.keyless_bytes)?;
         let p = &self.topic.partitions()[partition as usize];
-        let appended = append_chunk(p, &records, len, now)?;
+        let appended = append_exact(p, &records, len, now)?;
         Ok(RecordMetadata {
             partition,
             offset: appended.base_offset,
@@ -96,24 +97,65 @@ impl Producer {
     /// # Errors
     /// As [`send`](Producer::send).
     pub fn send_batch(&self, records: &[Record]) -> Result<Vec<RecordMetadata>> {
-        if records.is_empty() {
+        let Some(first) = records.first() else {
             return Ok(Vec::new());
-        }
+        };
         let now = self.clock.now_ms();
         let max = self.topic.config().max_record_bytes;
         // Upper bound of each record's share of a batch, cheap to compute;
         // the exact size is only worked out for a record near the limit.
-        let mut sizes = Vec::with_capacity(records.len());
+        // Same pass: whether every record goes to one partition without
+        // grouping (all to the same explicit partition, or all keyless).
+        let mut total = 0;
+        let mut one_partition = true;
         for r in records {
             let bound = size_bound(r);
             if bound + record::BATCH_HEADER_LEN > max {
                 self.check_size(record::encoded_len(&[r], now))?;
             }
-            sizes.push(bound);
+            total += bound;
+            one_partition &= match first.partition {
+                Some(p) => r.partition == Some(p),
+                None => r.partition.is_none() && r.key.is_none(),
+            };
         }
-        let total: usize = sizes.iter().sum();
-        // Group by partition, keeping order; keyless records of one call
-        // share one sticky partition, as in Kafka.
+        if one_partition {
+            // Keyless records of one call share one sticky partition, as in Kafka.
+            let partition = self
+                .topic
+                .choose_partition(first, total, &self.keyless_bytes)?;
+            let p = &self.topic.partitions()[partition as usize];
+            let mut out = Vec::with_capacity(records.len());
+            let mut rest = records;
+            while !rest.is_empty() {
+                let (chunk, bound) = if total + record::BATCH_HEADER_LEN <= max {
+                    (rest, total + record::BATCH_HEADER_LEN)
+                } else {
+                    greedy_chunk(rest, max)
+                };
+                let appended = append_chunk(p, chunk, bound, total, now)?;
+                out.extend(chunk.iter().enumerate().map(|(k, r)| RecordMetadata {
+                    partition,
+                    offset: appended.base_offset + k as u64,
+                    timestamp: r.timestamp.unwrap_or(now),
+                }));
+                rest = &rest[chunk.len()..];
+            }
+            return Ok(out);
+        }
+        self.send_grouped(records, total, now)
+    }
+
+    /// `send_batch` for records bound for several partitions: groups them
+    /// by partition, keeping order.
+    fn send_grouped(
+        &self,
+        records: &[Record],
+        total: usize,
+        now: i64,
+    ) -> Result<Vec<RecordMetadata>> {
+        let max = self.topic.config().max_record_bytes;
+        // Keyless records of one call share one sticky partition, as in Kafka.
         let mut keyless_partition = None;
         let mut groups: Vec<(u32, Vec<usize>)> = Vec::new();
         for (i, r) in records.iter().enumerate() {
@@ -128,7 +170,7 @@ impl Producer {
                 }
             } else {
                 self.topic
-                    .choose_partition(r, sizes[i], &self.keyless_bytes)?
+                    .choose_partition(r, size_bound(r), &self.keyless_bytes)?
             };
             match groups.iter_mut().find(|(gp, _)| *gp == p) {
                 Some((_, idx)) => idx.push(i),
@@ -146,27 +188,20 @@ impl Producer {
         ];
         for (partition, indices) in groups {
             let p = &self.topic.partitions()[partition as usize];
+            let group: Vec<&Record> = indices.iter().map(|&i| &records[i]).collect();
+            let group_bound: usize = group.iter().map(|r| size_bound(r)).sum();
             let mut start = 0;
-            while start < indices.len() {
-                // Greedy chunk that fits `max` by the upper bounds.
-                let mut end = start;
-                let mut bound = record::BATCH_HEADER_LEN;
-                while end < indices.len() && (end == start || bound + sizes[indices[end]] <= max) {
-                    bound += sizes[indices[end]];
-                    end += 1;
-                }
-                let chunk: Vec<&Record> =
-                    indices[start..end].iter().map(|&i| &records[i]).collect();
-                let len = record::encoded_len(&chunk, now);
-                let appended = append_chunk(p, &chunk, len, now)?;
-                for (k, &i) in indices[start..end].iter().enumerate() {
+            while start < group.len() {
+                let (chunk, bound) = greedy_chunk(&group[start..], max);
+                let appended = append_chunk(p, chunk, bound, group_bound, now)?;
+                for (k, &i) in indices[start..start + chunk.len()].iter().enumerate() {
                     out[i] = RecordMetadata {
                         partition,
                         offset: appended.base_offset + k as u64,
                         timestamp: records[i].timestamp.unwrap_or(now),
                     };
                 }
-                start = end;
+                start += chunk.len();
             }
         }
         Ok(out)
@@ -187,25 +222,81 @@ impl Producer {
 /// segment's map (no system call). Measured with `examples/compare.rs`.
 const PWRITE_MIN_BYTES: usize = 16 << 10;
 
+/// A `send_batch` group (the records of one call for one partition) whose
+/// size bound is at least this goes through `pwrite` whole, without working
+/// out exact sizes first: even at the largest per-record overestimate of
+/// `size_bound` its batches hold several `PWRITE_MIN_BYTES`. Writing the
+/// small last chunk of a large group through the map instead would
+/// pre-fault (zero-fill) 256 KiB of pages that the next `pwrite` overwrites.
+const PWRITE_GROUP_BOUND: usize = 64 << 10;
+
 thread_local! {
     /// Reused encode buffer for the `pwrite` path: one per producing thread.
+    /// It only grows, and is never cleared: `encode_batch_into` overwrites
+    /// what it uses.
     static ENCODE_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-fn append_chunk(
+/// The longest prefix of `records` that fits `max` by the size bounds (at
+/// least one record), and its bound including the batch header.
+fn greedy_chunk<R: Borrow<Record>>(records: &[R], max: usize) -> (&[R], usize) {
+    let mut bound = record::BATCH_HEADER_LEN;
+    let mut end = 0;
+    for r in records {
+        let size = size_bound(r.borrow());
+        if end > 0 && bound + size > max {
+            break;
+        }
+        bound += size;
+        end += 1;
+    }
+    (&records[..end], bound)
+}
+
+/// Appends one chunk of a `send_batch` group as one batch. `bound` is the
+/// chunk's size bound (header included), `group_bound` the whole group's.
+fn append_chunk<R: Borrow<Record>>(
     p: &Partition,
-    records: &[&Record],
+    records: &[R],
+    bound: usize,
+    group_bound: usize,
+    now: i64,
+) -> Result<crate::log::segment::Appended> {
+    if group_bound >= PWRITE_GROUP_BOUND {
+        return append_pwrite(p, records, bound, now);
+    }
+    append_exact(p, records, record::encoded_len(records, now), now)
+}
+
+/// Appends `records`, `len` bytes encoded, the way their size calls for.
+fn append_exact<R: Borrow<Record>>(
+    p: &Partition,
+    records: &[R],
     len: usize,
     now: i64,
 ) -> Result<crate::log::segment::Appended> {
     if len < PWRITE_MIN_BYTES {
-        return p.shared.append(records, len, now);
+        p.shared.append(records, len, now)
+    } else {
+        append_pwrite(p, records, len, now)
     }
+}
+
+/// Encodes `records` (at most `bound` bytes) outside the partition's lock
+/// and writes them with `pwrite`.
+fn append_pwrite<R: Borrow<Record>>(
+    p: &Partition,
+    records: &[R],
+    bound: usize,
+    now: i64,
+) -> Result<crate::log::segment::Appended> {
     ENCODE_BUF.with_borrow_mut(|buf| {
-        buf.clear();
-        buf.resize(len, 0);
-        let encoded = record::encode_batch(buf, 0, records, now);
-        p.shared.append_encoded(buf, &encoded, records.len(), now)
+        if buf.len() < bound {
+            buf.resize(bound, 0);
+        }
+        let encoded = record::encode_batch_into(&mut buf[..bound], 0, records, now);
+        p.shared
+            .append_encoded(&mut buf[..encoded.len], &encoded, records.len(), now)
     })
 }
 

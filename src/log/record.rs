@@ -265,7 +265,6 @@ pub fn encode_batch<R: Borrow<Record>>(
     records: &[R],
     now_ms: i64,
 ) -> EncodedBatch {
-    assert!(!records.is_empty(), "encode_batch: a batch needs a record");
     debug_assert_eq!(
         out.len(),
         encoded_len(records, now_ms),
@@ -277,7 +276,24 @@ pub fn encode_batch<R: Borrow<Record>>(
         out.len().saturating_sub(LOG_OVERHEAD) <= i32::MAX as usize,
         "encode_batch: batch larger than i32::MAX bytes"
     );
+    encode_batch_into(out, base_offset, records, now_ms)
+}
 
+/// Like [`encode_batch`], into the start of an `out` that may be longer
+/// than the batch (any size bound will do, e.g. the sum of
+/// `size_bound`s): the caller need not work out the exact length first.
+/// Returns what it wrote; the batch is `out[..len]`.
+///
+/// # Panics
+/// If `records` is empty, `out` is too short, or the batch is larger than
+/// Kafka's i32 length allows (then after writing into `out`).
+pub fn encode_batch_into<R: Borrow<Record>>(
+    out: &mut [u8],
+    base_offset: i64,
+    records: &[R],
+    now_ms: i64,
+) -> EncodedBatch {
+    assert!(!records.is_empty(), "encode_batch: a batch needs a record");
     let base_ts = records[0].borrow().timestamp.unwrap_or(now_ms);
     let mut max_ts = base_ts;
     let mut w = Writer {
@@ -306,6 +322,10 @@ pub fn encode_batch<R: Borrow<Record>>(
         }
     }
     let len = w.pos;
+    assert!(
+        len - LOG_OVERHEAD <= i32::MAX as usize,
+        "encode_batch: batch larger than i32::MAX bytes"
+    );
     let last_offset_delta = (records.len() - 1) as i32;
 
     let head: &mut [u8; BATCH_HEADER_LEN] = (&mut out[..BATCH_HEADER_LEN])
@@ -394,6 +414,9 @@ impl Writer<'_> {
         let z = zigzag32(v);
         if z < 0x80 {
             self.put_u8(z as u8);
+        } else if z < 0x4000 {
+            // Lengths of 64 B to 8 KiB: the common multi-byte case.
+            self.put(&[(z as u8) | 0x80, (z >> 7) as u8]);
         } else {
             self.pos += write_varint(&mut self.buf[self.pos..], v);
         }
@@ -461,14 +484,15 @@ fn varint_bytes(mut z: u64, tmp: &mut [u8; 10]) -> usize {
 #[inline]
 pub(crate) fn varint_size(v: i32) -> usize {
     let bits = 32 - (zigzag32(v) | 1).leading_zeros() as usize;
-    bits.div_ceil(7)
+    // ceil(bits / 7) without a division: exact for 1..=64 bits.
+    (bits * 9 + 64) / 64
 }
 
 /// Encoded size of a zigzag varlong (1..=10).
 #[inline]
 pub(crate) fn varlong_size(v: i64) -> usize {
     let bits = 64 - (zigzag64(v) | 1).leading_zeros() as usize;
-    bits.div_ceil(7)
+    (bits * 9 + 64) / 64
 }
 
 /// Writes `v` as a zigzag varint at the start of `out`; returns the bytes
