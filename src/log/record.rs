@@ -366,7 +366,7 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
 }
 
 /// Size of a record after its length prefix.
-#[inline]
+#[inline(always)]
 fn body_len(r: &Record, ts_delta: i64, offset_delta: i32) -> usize {
     let mut len = 1 // attributes
         + varlong_size(ts_delta)
@@ -380,7 +380,7 @@ fn body_len(r: &Record, ts_delta: i64, offset_delta: i32) -> usize {
     len
 }
 
-#[inline]
+#[inline(always)]
 fn nullable_len(b: Option<&[u8]>) -> usize {
     match b {
         None => 1,
@@ -396,20 +396,20 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    #[inline]
+    #[inline(always)]
     fn put(&mut self, src: &[u8]) {
         let end = self.pos + src.len();
         self.buf[self.pos..end].copy_from_slice(src);
         self.pos = end;
     }
 
-    #[inline]
+    #[inline(always)]
     fn put_u8(&mut self, b: u8) {
         self.buf[self.pos] = b;
         self.pos += 1;
     }
 
-    #[inline]
+    #[inline(always)]
     fn put_varint(&mut self, v: i32) {
         let z = zigzag32(v);
         if z < 0x80 {
@@ -422,7 +422,7 @@ impl Writer<'_> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn put_varlong(&mut self, v: i64) {
         let z = zigzag64(v);
         if z < 0x80 {
@@ -432,7 +432,7 @@ impl Writer<'_> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn put_nullable(&mut self, b: Option<&[u8]>) {
         match b {
             None => self.put_u8(1), // zigzag(-1)
