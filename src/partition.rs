@@ -277,7 +277,9 @@ impl PartitionShared {
             return Err(Error::Closed);
         };
         if let Some(ms) = self.config.segment_ms {
-            if writer.position() > 0 && now.saturating_sub(writer.created_ms()) >= i64::try_from(ms).unwrap_or(i64::MAX) {
+            if writer.position() > 0
+                && now.saturating_sub(writer.created_ms()) >= i64::try_from(ms).unwrap_or(i64::MAX)
+            {
                 self.roll(state, now)?;
             }
         }
@@ -315,7 +317,9 @@ impl PartitionShared {
                 return Err(e);
             }
         };
-        let sealed = writer.seal().inspect_err(|_| self.poisoned.store(true, Ordering::Release));
+        let sealed = writer
+            .seal()
+            .inspect_err(|_| self.poisoned.store(true, Ordering::Release));
         let synced = match &sealed {
             // Group commit and the interval flush sync only the last segment,
             // so under those modes the sealed one must be durable (with its
@@ -387,7 +391,9 @@ impl PartitionShared {
             match result {
                 // A roll's sync of an older segment may have failed meanwhile:
                 // then records below `end` are not all durable.
-                Ok(()) if self.poisoned.load(Ordering::Acquire) => return Err(self.poisoned_error()),
+                Ok(()) if self.poisoned.load(Ordering::Acquire) => {
+                    return Err(self.poisoned_error());
+                }
                 Ok(()) => state.synced = state.synced.max(end),
                 Err(e) => {
                     // fsyncgate: after a failed fsync the kernel may have dropped

@@ -201,7 +201,9 @@ fn invalid_configs_are_refused() {
     assert!(log.topics().is_empty());
     assert_eq!(
         names_in(dir.path()),
-        [".boot_id", ".lock", "logbus.meta"].map(String::from).into()
+        [".boot_id", ".lock", "logbus.meta"]
+            .map(String::from)
+            .into()
     );
     log.close().unwrap();
 }
