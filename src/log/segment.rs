@@ -744,8 +744,10 @@ impl SegmentWriter {
         };
         drop(data);
         if len < file_len {
-            // Recovery only: nobody else has mapped this file yet.
+            // Recovery only: nobody else has mapped this file yet. Synced so
+            // the cut tail cannot come back after a later power loss.
             file.set_len(len).map_err(|e| Error::io(&log_path, e))?;
+            crate::io::fdatasync(&file, &log_path)?;
         }
 
         if active {
