@@ -28,8 +28,9 @@
 //! - `partition` — one partition: segments behind locks, published end
 //!   offset, consumer wake-ups, group commit.
 //! - `log` — the storage engine: `record` (Kafka RecordBatch v2 codec),
-//!   `index` (`.index`/`.timeindex`), `segment` (one `.log` file), and
-//!   loading/recovery of a partition directory.
+//!   `index` (`.index`/`.timeindex`), `segment` (one `.log` file, read
+//!   side), `writer` (appends), `open` (opening and recovering a segment),
+//!   and loading a partition directory.
 //! - `producer`, `consumer` — the client API.
 //! - `worker` — the background flusher thread.
 //! - `partitioner` — Kafka's murmur2.

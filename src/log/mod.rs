@@ -3,15 +3,19 @@
 //!
 //! - [`record`]: RecordBatch v2 encoding and validation (pure functions).
 //! - [`index`]: the memory-mapped `.index` / `.timeindex` files.
-//! - [`segment`]: one `.log` file with its indexes; appends and reads.
+//! - [`segment`]: one `.log` file with its indexes, the read side.
+//! - [`writer`]: appending to the active segment.
+//! - [`open`]: creating, opening and recovering one segment.
 //! - [`load`] (here): opening a partition directory, with crash recovery.
 
 pub(crate) mod index;
 // Parts of the codec (control batches, rewriting base offsets) serve the
 // compaction and Kafka-protocol work that builds on it.
+pub(crate) mod open;
 #[allow(dead_code)]
 pub(crate) mod record;
 pub(crate) mod segment;
+pub(crate) mod writer;
 
 use std::path::Path;
 use std::sync::Arc;
