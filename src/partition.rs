@@ -577,6 +577,11 @@ pub(crate) fn decode_batch(
 
 /// Appends the records of `fetched` at or after `from` to `out` (at most
 /// `max`). Returns the offset to read next.
+///
+/// Decodes with the borrowing decoder (`RecordViews`: the inlined fast path
+/// for plain records, the checked one for the rest, which accept exactly
+/// what the owning `record::records` accepts, with the same errors) and
+/// makes key, value and header values `Bytes` views of `fetched.bytes`.
 pub(crate) fn decode_into(
     fetched: &FetchedBatches,
     topic: &Arc<str>,
@@ -586,34 +591,46 @@ pub(crate) fn decode_into(
     out: &mut Vec<ConsumerRecord>,
 ) -> Result<u64> {
     let mut next = from;
-    let start_len = out.len();
+    let limit = out.len().saturating_add(max);
+    let bytes = &fetched.bytes;
+    out.reserve(record_count_hint(bytes).min(max));
     for batch in fetched.batches() {
         let (at, header, range) = batch?;
-        if out.len() - start_len >= max {
+        if out.len() >= limit {
             break;
         }
-        let batch = fetched.bytes.slice(range);
         let corrupt = |e: record::BatchError| Error::corrupt(fetched.path(), at, e.to_string());
+        let mut views = record::record_views(&bytes[range], &header).map_err(corrupt)?;
         let mut taken_all = true;
-        for r in record::records(&batch).map_err(corrupt)? {
-            let r = r.map_err(corrupt)?;
-            let offset = r.offset as u64;
-            if offset < next {
+        loop {
+            let r = match views.next_fast() {
+                Some(r) => r,
+                None => match views.next() {
+                    Some(r) => r.map_err(corrupt)?,
+                    None => break,
+                },
+            };
+            if r.offset < next {
                 continue;
             }
-            if out.len() - start_len >= max {
+            if out.len() >= limit {
                 taken_all = false;
                 break;
             }
-            next = offset + 1;
+            next = r.offset + 1;
+            let headers = if r.has_headers() {
+                owned_headers(bytes, &r)
+            } else {
+                Vec::new()
+            };
             out.push(ConsumerRecord {
                 topic: Arc::clone(topic),
                 partition,
-                offset,
+                offset: r.offset,
                 timestamp: r.timestamp,
-                key: r.key,
-                value: r.value,
-                headers: r.headers,
+                key: r.key.map(|k| bytes.slice_ref(k)),
+                value: r.value.map(|v| bytes.slice_ref(v)),
+                headers,
             });
         }
         if taken_all {
@@ -622,6 +639,37 @@ pub(crate) fn decode_into(
         }
     }
     Ok(next)
+}
+
+/// The headers of `r`, a record of `bytes`, as owned [`Header`]s.
+#[inline(never)]
+fn owned_headers(bytes: &Bytes, r: &RecordView<'_>) -> Vec<crate::record::Header> {
+    r.headers()
+        .map(|(key, value)| crate::record::Header {
+            key: key.to_owned(),
+            value: value.map(|v| bytes.slice_ref(v)),
+        })
+        .collect()
+}
+
+/// An upper bound on the records in the whole batches at the start of
+/// `bytes` (from their headers, no CRC check), for sizing the output once.
+fn record_count_hint(bytes: &[u8]) -> usize {
+    // The smallest record: length, attributes, timestamp and offset deltas,
+    // key and value lengths, header count, one byte each.
+    const MIN_RECORD_LEN: usize = 7;
+    let mut n = 0usize;
+    let mut at = 0usize;
+    while let Ok(header) = record::parse_header(&bytes[at..]) {
+        let len = header.total_len();
+        if len > bytes.len() - at {
+            break;
+        }
+        let room = (len - record::BATCH_HEADER_LEN) / MIN_RECORD_LEN;
+        n += usize::try_from(header.records_count).unwrap_or(0).min(room);
+        at += len;
+    }
+    n
 }
 
 /// Walks fetched bytes batch by batch; see [`FetchedBatches::batches`].

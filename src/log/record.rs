@@ -928,6 +928,12 @@ pub struct RecordView<'a> {
 }
 
 impl<'a> RecordView<'a> {
+    /// Whether the record has any header.
+    #[inline(always)]
+    pub(crate) fn has_headers(&self) -> bool {
+        self.header_count != 0
+    }
+
     /// The headers, in order, as (key, value).
     pub fn headers(&self) -> impl Iterator<Item = (&'a str, Option<&'a [u8]>)> + 'a {
         let headers = self.headers;
@@ -961,13 +967,26 @@ pub(crate) fn record_views<'a>(
     batch: &'a [u8],
     header: &BatchHeader,
 ) -> Result<RecordViews<'a>, BatchError> {
+    // The same checks, in the same order and with the same errors, as
+    // `records`, so the consumer (which decodes with this) reports exactly
+    // what the owning decoder would.
+    let total = header.total_len();
+    if batch.len() < total {
+        return Err(BatchError::Incomplete {
+            needed: total,
+            available: batch.len(),
+        });
+    }
+    if batch.len() > total {
+        return Err(BatchError::Invalid("bytes after the end of the batch"));
+    }
+    if header.records_count < 0 {
+        return Err(BatchError::Invalid("negative record count"));
+    }
     match header.compression() {
         0 => {}
         c if c <= MAX_CODEC => return Err(BatchError::UnsupportedCompression(c)),
         _ => return Err(BatchError::Invalid("unknown compression codec")),
-    }
-    if header.records_count < 0 || batch.len() != header.total_len() {
-        return Err(BatchError::Invalid("record count or batch length"));
     }
     Ok(RecordViews {
         batch,
