@@ -221,7 +221,6 @@ impl SegmentWriter {
             offset_index,
             time_index,
         )?);
-        let last_time_entry = segment.time_index.last().map_or(i64::MIN, |e| e.timestamp);
         // Resume the interval count where the file left it (the entry's batch
         // included, as `IndexBuilder::add` counts), so that entries appended
         // after a reopen fall where an uninterrupted writer would put them.
@@ -239,11 +238,14 @@ impl SegmentWriter {
             populated: len,
             position: len,
             next_offset,
-            index_interval: u64::from(opts.index_interval),
-            bytes_since_index,
-            max_timestamp,
-            offset_of_max_timestamp: next_offset.saturating_sub(1),
-            last_time_entry,
+            index: IndexBuilder {
+                base_offset,
+                interval: u64::from(opts.index_interval),
+                bytes_since_entry: bytes_since_index,
+                max_timestamp,
+                offset_of_max_timestamp: next_offset.saturating_sub(1),
+                last_time_entry: segment.time_index.last().map_or(i64::MIN, |e| e.timestamp),
+            },
             // A reopened segment keeps aging from its first batch (Kafka's
             // rule), so restarting more often than `segment_ms` still rolls.
             created_ms: segment

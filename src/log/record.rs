@@ -568,6 +568,25 @@ pub struct DecodedRecord {
     pub headers: Vec<Header>,
 }
 
+/// The checks both decoders make before the first record: the bytes are
+/// exactly one whole batch, with a record count that can be true.
+fn check_bounds(len: usize, header: &BatchHeader) -> Result<(), BatchError> {
+    let total = header.total_len();
+    if len < total {
+        return Err(BatchError::Incomplete {
+            needed: total,
+            available: len,
+        });
+    }
+    if len > total {
+        return Err(BatchError::Invalid("bytes after the end of the batch"));
+    }
+    if header.records_count < 0 {
+        return Err(BatchError::Invalid("negative record count"));
+    }
+    Ok(())
+}
+
 /// Iterates the records of one whole batch.
 ///
 /// `batch` must be exactly the batch's `total_len` bytes. The CRC is not
@@ -581,19 +600,7 @@ pub struct DecodedRecord {
 /// its end, or a negative record count.
 pub fn records(batch: &Bytes) -> Result<RecordIter, BatchError> {
     let header = parse_header(batch)?;
-    let total = header.total_len();
-    if batch.len() < total {
-        return Err(BatchError::Incomplete {
-            needed: total,
-            available: batch.len(),
-        });
-    }
-    if batch.len() > total {
-        return Err(BatchError::Invalid("bytes after the end of the batch"));
-    }
-    if header.records_count < 0 {
-        return Err(BatchError::Invalid("negative record count"));
-    }
+    check_bounds(batch.len(), &header)?;
     let pending = match header.compression() {
         0 => None,
         c if c <= MAX_CODEC => Some(BatchError::UnsupportedCompression(c)),
@@ -970,19 +977,7 @@ pub(crate) fn record_views<'a>(
     // The same checks, in the same order and with the same errors, as
     // `records`, so the consumer (which decodes with this) reports exactly
     // what the owning decoder would.
-    let total = header.total_len();
-    if batch.len() < total {
-        return Err(BatchError::Incomplete {
-            needed: total,
-            available: batch.len(),
-        });
-    }
-    if batch.len() > total {
-        return Err(BatchError::Invalid("bytes after the end of the batch"));
-    }
-    if header.records_count < 0 {
-        return Err(BatchError::Invalid("negative record count"));
-    }
+    check_bounds(batch.len(), header)?;
     match header.compression() {
         0 => {}
         c if c <= MAX_CODEC => return Err(BatchError::UnsupportedCompression(c)),

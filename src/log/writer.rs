@@ -125,11 +125,8 @@ pub(crate) struct SegmentWriter {
     pub(super) populated: u64,
     pub(super) position: u64,
     pub(super) next_offset: u64,
-    pub(super) index_interval: u64,
-    pub(super) bytes_since_index: u64,
-    pub(super) max_timestamp: i64,
-    pub(super) offset_of_max_timestamp: u64,
-    pub(super) last_time_entry: i64,
+    /// Where the next index entries go (the same builder recovery uses).
+    pub(super) index: IndexBuilder,
     /// When this segment started taking appends (for `segment_ms`).
     pub(super) created_ms: i64,
 }
@@ -266,26 +263,11 @@ impl SegmentWriter {
         appended
     }
 
-    /// Index bookkeeping for a batch at `position`, identical to `IndexBuilder::add`.
+    /// Index bookkeeping for the batch just written at `position`.
     fn account(&mut self, position: u64, h: &BatchHeader) {
-        let mut b = IndexBuilder {
-            base_offset: self.segment.base_offset,
-            interval: self.index_interval,
-            bytes_since_entry: self.bytes_since_index,
-            max_timestamp: self.max_timestamp,
-            offset_of_max_timestamp: self.offset_of_max_timestamp,
-            last_time_entry: self.last_time_entry,
-        };
-        b.add(
-            position,
-            h,
-            &self.segment.offset_index,
-            &self.segment.time_index,
-        );
-        self.bytes_since_index = b.bytes_since_entry;
-        self.max_timestamp = b.max_timestamp;
-        self.offset_of_max_timestamp = b.offset_of_max_timestamp;
-        self.last_time_entry = b.last_time_entry;
+        let segment = &self.segment;
+        self.index
+            .add(position, h, &segment.offset_index, &segment.time_index);
     }
 
     /// Makes `[position, needed)` safe and fast to store into through the
@@ -347,16 +329,7 @@ impl SegmentWriter {
     }
 
     fn finish_indexes(&mut self) {
-        let mut b = IndexBuilder {
-            base_offset: self.segment.base_offset,
-            interval: self.index_interval,
-            bytes_since_entry: self.bytes_since_index,
-            max_timestamp: self.max_timestamp,
-            offset_of_max_timestamp: self.offset_of_max_timestamp,
-            last_time_entry: self.last_time_entry,
-        };
-        b.finish(&self.segment.time_index);
-        self.last_time_entry = b.last_time_entry;
+        self.index.finish(&self.segment.time_index);
     }
 }
 
