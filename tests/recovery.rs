@@ -1018,10 +1018,23 @@ fn verify_after_kill(dir: &Path, acked: &std::collections::BTreeMap<(u32, u64), 
 
 #[test]
 fn sigkill_loses_no_acknowledged_record() {
+    sigkill_cycles(20, 0x5eed);
+}
+
+/// The long run: `LOGBUS_SIGKILL_CYCLES` kills (default 500) from seed
+/// `LOGBUS_SIGKILL_SEED`. `cargo test --release --test recovery -- --ignored`.
+#[test]
+#[ignore = "long run: cargo test --release --test recovery -- --ignored"]
+fn sigkill_long_run() {
+    let env = |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    sigkill_cycles(env("LOGBUS_SIGKILL_CYCLES", 500), env("LOGBUS_SIGKILL_SEED", 0x5eed));
+}
+
+fn sigkill_cycles(cycles: u64, seed: u64) {
     let dir = TempDir::new("sigkill");
-    let mut rng = Rng(0x5eed);
+    let mut rng = Rng(seed);
     let mut acked = std::collections::BTreeMap::new();
-    for cycle in 0..20u64 {
+    for cycle in 0..cycles {
         let mut child = common::reexec("sigkill_child")
             .env(CHILD_DIR_ENV, dir.path())
             .env(CHILD_CYCLE_ENV, cycle.to_string())
@@ -1071,12 +1084,13 @@ fn sigkill_loses_no_acknowledged_record() {
                 "offset {partition}/{offset} acked twice"
             );
         }
-        // Every other cycle the next child recovers from the kill itself.
-        if cycle % 2 == 1 {
+        // Every other cycle the next child recovers from the kill itself;
+        // the last cycle is always verified (it closes the log cleanly).
+        if cycle % 2 == 1 || cycle + 1 == cycles {
             verify_after_kill(dir.path(), &acked);
         }
     }
-    eprintln!("sigkill: {} records acked over 20 kills", acked.len());
+    eprintln!("sigkill: {} records acked over {cycles} kills (seed {seed:#x})", acked.len());
     assert!(acked.len() > 100, "only {} records acked", acked.len());
     // The last cycle was verified, which closed the log cleanly.
     let log = Log::open(dir.path(), LogConfig::default()).unwrap();
