@@ -224,3 +224,48 @@ fn hole_in_active_segment_is_cut_after_a_reboot_but_corrupt_after_a_crash() {
     }
     drop(log);
 }
+
+fn open_descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Sealed segments keep no file descriptor (their maps need none), so a
+/// log with many segments does not run out of descriptors.
+#[test]
+fn many_segments_keep_few_descriptors_open() {
+    let dir = TempDir::new("fds");
+    let before = open_descriptors();
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let topic = log
+        .create_topic(
+            "t",
+            TopicConfig::new(1)
+                .segment_bytes(4096)
+                .max_record_bytes(1024),
+        )
+        .unwrap();
+    let producer = log.producer("t").unwrap();
+    let p = topic.partition(0).unwrap().clone();
+    for i in 0..400 {
+        producer.send(Record::new(format!("record {i}"))).unwrap();
+        p.roll().unwrap();
+    }
+    p.flush().unwrap();
+    assert!(p.stats().segments >= 400);
+    let during = open_descriptors();
+    // Other tests in this binary open files concurrently: allow slack, but
+    // 400 segments with even one descriptor each would blow through it.
+    assert!(
+        during < before + 100,
+        "{} descriptors open for {} segments",
+        during - before,
+        p.stats().segments
+    );
+    drop((producer, topic, p));
+    log.close().unwrap();
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    assert!(open_descriptors() < before + 100);
+    assert_eq!(common::read_all(&log, "t", 0).len(), 400);
+}

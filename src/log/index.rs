@@ -97,7 +97,9 @@ impl Entry for TimeEntry {
 #[derive(Debug)]
 pub(crate) struct IndexFile<E: Entry> {
     path: PathBuf,
-    file: File,
+    // No open file: the map does not need one, and a descriptor per index
+    // file would exhaust the process's limit with many segments. The rare
+    // operations that need a file (reserve, trim, sync) open it.
     map: Option<MmapRaw>,
     /// Entries the map has room for.
     capacity: usize,
@@ -138,7 +140,6 @@ impl<E: Entry> IndexFile<E> {
         let map = Self::map(&file, path, capacity)?;
         Ok(Some(IndexFile {
             path: path.to_path_buf(),
-            file,
             map,
             capacity,
             len: AtomicUsize::new(len),
@@ -163,7 +164,6 @@ impl<E: Entry> IndexFile<E> {
         let map = Self::map(&file, path, capacity)?;
         Ok(IndexFile {
             path: path.to_path_buf(),
-            file,
             map,
             capacity,
             len: AtomicUsize::new(0),
@@ -243,12 +243,9 @@ impl<E: Entry> IndexFile<E> {
             let to = end
                 .next_multiple_of(INDEX_PAGE)
                 .min(self.capacity * E::SIZE);
-            let alloc = crate::io::allocate(
-                &self.file,
-                &self.path,
-                reserved as u64,
-                (to - reserved) as u64,
-            );
+            let alloc = self.open_file().and_then(|file| {
+                crate::io::allocate(&file, &self.path, reserved as u64, (to - reserved) as u64)
+            });
             if alloc.is_err() {
                 return true;
             }
@@ -280,13 +277,20 @@ impl<E: Entry> IndexFile<E> {
     /// Shrinks the file to the published entries (on seal and close).
     pub fn trim(&self) -> Result<()> {
         let bytes = (self.len() * E::SIZE) as u64;
-        self.file
+        self.open_file()?
             .set_len(bytes)
             .map_err(|e| Error::io(&self.path, e))
     }
 
     pub fn sync(&self) -> Result<()> {
-        crate::io::fdatasync(&self.file, &self.path)
+        crate::io::fdatasync(&self.open_file()?, &self.path)
+    }
+
+    fn open_file(&self) -> Result<File> {
+        OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .map_err(|e| Error::io(&self.path, e))
     }
 }
 

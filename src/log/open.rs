@@ -214,7 +214,7 @@ impl SegmentWriter {
             max_timestamp,
         };
         let segment = Arc::new(Segment::new(
-            file,
+            &file,
             log_path,
             capacity,
             contents,
@@ -233,6 +233,7 @@ impl SegmentWriter {
         let writer = SegmentWriter {
             segment: Arc::clone(&segment),
             map: write_map,
+            file,
             capacity,
             allocated: len,
             populated: len,
@@ -431,7 +432,8 @@ impl SegmentWriter {
             next_offset,
             max_timestamp: max_ts,
         };
-        let segment = Segment::new(file, log_path, len, contents, offset_index, time_index)?;
+        // The file is closed when this returns: a sealed segment needs only its map.
+        let segment = Segment::new(&file, log_path, len, contents, offset_index, time_index)?;
         if repair.scanned {
             segment.verified_len.store(len, Ordering::Release);
         }

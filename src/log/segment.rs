@@ -61,7 +61,6 @@ impl AsRef<[u8]> for ReadMap {
 pub(crate) struct Segment {
     pub(super) base_offset: u64,
     pub(super) log_path: PathBuf,
-    pub(super) file: File,
     /// The whole map; record bytes handed to users are `slice`s of it, which
     /// keep the map alive after the segment is deleted.
     pub(super) data: Bytes,
@@ -131,18 +130,17 @@ impl Segment {
     /// Maps `map_len` bytes of `file` for reading (`map_len >= contents.len`;
     /// the file must be at least that long now).
     pub(super) fn new(
-        file: File,
+        file: &File,
         log_path: PathBuf,
         map_len: u64,
         contents: Contents,
         offset_index: IndexFile<OffsetEntry>,
         time_index: IndexFile<TimeEntry>,
     ) -> Result<Segment> {
-        let (data, base_addr) = map_read(&file, &log_path, map_len)?;
+        let (data, base_addr) = map_read(file, &log_path, map_len)?;
         Ok(Segment {
             base_offset: contents.base_offset,
             log_path,
-            file,
             data,
             base_addr,
             published_len: AtomicU64::new(contents.len),
@@ -303,9 +301,12 @@ impl Segment {
         self.slice(position, end)
     }
 
-    /// fdatasync of the `.log` file.
+    /// fdatasync of the `.log` file. It opens the file: a segment keeps no
+    /// descriptor (the map does not need one; the writer has its own), and
+    /// fdatasync covers the inode's dirty pages whichever descriptor asks.
     pub fn sync(&self) -> Result<()> {
-        crate::io::fdatasync(&self.file, &self.log_path)
+        let file = File::open(&self.log_path).map_err(|e| Error::io(&self.log_path, e))?;
+        crate::io::fdatasync(&file, &self.log_path)
     }
 
     #[cfg(test)]

@@ -118,6 +118,8 @@ pub(crate) struct SegmentWriter {
     pub(super) segment: Arc<Segment>,
     /// Shared writable map of the whole capacity.
     pub(super) map: MmapRaw,
+    /// The active `.log` file: the one descriptor a partition keeps open.
+    pub(super) file: File,
     pub(super) capacity: u64,
     /// Bytes of the file with disk blocks reserved.
     pub(super) allocated: u64,
@@ -201,7 +203,7 @@ impl SegmentWriter {
         // Blocks are reserved by the write itself (ENOSPC comes back here);
         // later stores through the map only go past `position`, onto blocks
         // `allocate` reserves first.
-        write_all_at(&self.segment.file, batch, self.position)
+        write_all_at(&self.file, batch, self.position)
             .map_err(|e| AppendError::Io(Error::io(&self.segment.log_path, e)))?;
         // The write reserved these blocks and left the pages in the cache.
         let end = self.position + batch.len() as u64;
@@ -282,12 +284,7 @@ impl SegmentWriter {
             let chunk = self.allocated.clamp(MIN_ALLOCATE_CHUNK, MAX_ALLOCATE_CHUNK);
             let target = needed.max(self.allocated + chunk).min(self.capacity);
             let path = &self.segment.log_path;
-            crate::io::allocate(
-                &self.segment.file,
-                path,
-                self.allocated,
-                target - self.allocated,
-            )?;
+            crate::io::allocate(&self.file, path, self.allocated, target - self.allocated)?;
             self.allocated = target;
         }
         if needed > self.populated {
@@ -316,14 +313,13 @@ impl SegmentWriter {
         let SegmentWriter {
             segment,
             map,
+            file,
             position,
             ..
         } = self;
         drop(map);
         // Readers map up to the old capacity but only read below `position`.
-        segment
-            .file
-            .set_len(position)
+        file.set_len(position)
             .map_err(|e| Error::io(&segment.log_path, e))?;
         Ok(segment)
     }
