@@ -87,7 +87,6 @@ fn huge_segment_ms_never_rolls() {
 #[test]
 fn crafted_batch_with_negative_offset_delta_is_corrupt() {
     let dir = TempDir::new("negdelta");
-    let copy = TempDir::new("negdelta-copy");
     {
         let log = Log::open(dir.path(), LogConfig::default()).unwrap();
         log.create_topic("t", small()).unwrap();
@@ -112,13 +111,7 @@ fn crafted_batch_with_negative_offset_delta_is_corrupt() {
     std::fs::write(&file, &bytes).unwrap();
     // Unclean open: the active segment is scanned.
     std::fs::remove_file(dir.path().join(".clean_shutdown")).unwrap();
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", dir.path().display()))
-        .arg(copy.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let copy = common::crash_copy(dir.path(), "negdelta-copy");
     match Log::open(copy.path(), LogConfig::default()) {
         Err(Error::Corrupt { position, .. }) => assert_eq!(position, pos as u64),
         other => panic!("expected Corrupt, got {other:?}"),
@@ -184,14 +177,7 @@ fn hole_in_active_segment_is_cut_after_a_reboot_but_corrupt_after_a_crash() {
     }
     // Copies taken while the log is open look like a crash.
     let crash_copy = |tag: &str| {
-        let copy = TempDir::new(tag);
-        let status = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(format!("{}/.", dir.path().display()))
-            .arg(copy.path())
-            .status()
-            .unwrap();
-        assert!(status.success());
+        let copy = common::crash_copy(dir.path(), tag);
         let file = log_files(&copy.path().join("t").join("0")).remove(0);
         let mut bytes = std::fs::read(&file).unwrap();
         bytes[64 << 10..68 << 10].fill(0); // one page lost in the middle
