@@ -2,7 +2,10 @@
 //! build on it).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use crate::config::OffsetReset;
 use crate::db::Log;
@@ -89,6 +92,70 @@ pub struct OffsetAndTimestamp {
     pub timestamp: i64,
 }
 
+/// Where to find a polling consumer's thread, and why it was woken.
+/// Shared by the consumer, its [`Waker`]s and (for group members) the
+/// group coordinator.
+#[derive(Debug)]
+pub(crate) struct Bell {
+    /// The thread to unpark: replaced when the consumer moves threads.
+    signal: Mutex<Arc<Signal>>,
+    /// `wakeup()` was called and `poll` has not reported it yet.
+    wakeup: AtomicBool,
+}
+
+impl Bell {
+    fn new(signal: Arc<Signal>) -> Arc<Bell> {
+        Arc::new(Bell {
+            signal: Mutex::new(signal),
+            wakeup: AtomicBool::new(false),
+        })
+    }
+
+    /// Unparks the consumer if it waits. Callers set the flag the
+    /// consumer's wait checks first (SeqCst on both sides: either the
+    /// consumer sees the flag, or this sees it armed and unparks it).
+    pub(crate) fn ring(&self) {
+        self.signal.lock().notify();
+    }
+
+    pub(crate) fn wakeup_requested(&self) -> bool {
+        self.wakeup.load(Ordering::SeqCst)
+    }
+}
+
+/// Interrupts a consumer's [`poll`](Consumer::poll) from another thread:
+/// the poll in progress (or the next one) returns [`Error::Wakeup`]. This
+/// is how a service shuts a blocked consumer down cleanly (Kafka's
+/// `wakeup()`). Cheap to clone, `Send + Sync`.
+///
+/// ```
+/// # use logbus::*;
+/// # use std::time::Duration;
+/// # let dir = std::env::temp_dir().join(format!("logbus-doc-waker-{}", std::process::id()));
+/// # let log = Log::open(&dir, LogConfig::default())?;
+/// # log.create_topic("jobs", TopicConfig::new(1))?;
+/// let mut consumer = log.consumer(ConsumerConfig::default());
+/// consumer.assign(&[TopicPartition::new("jobs", 0)])?;
+/// let waker = consumer.waker();
+/// std::thread::spawn(move || waker.wake());
+/// // Returns as soon as the other thread wakes it, not after an hour.
+/// assert!(matches!(consumer.poll(Duration::from_secs(3600)), Err(Error::Wakeup)));
+/// # drop(log); std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), logbus::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Waker {
+    bell: Arc<Bell>,
+}
+
+impl Waker {
+    /// Makes the consumer's current or next `poll` return [`Error::Wakeup`].
+    pub fn wake(&self) {
+        self.bell.wakeup.store(true, Ordering::SeqCst);
+        self.bell.ring();
+    }
+}
+
 #[derive(Debug)]
 struct Assigned {
     tp: TopicPartition,
@@ -119,19 +186,33 @@ pub struct Consumer {
     config: ConsumerConfig,
     assigned: Vec<Assigned>,
     signal: Arc<Signal>,
+    bell: Arc<Bell>,
     /// Partition the next poll starts with, so none starves.
     next: usize,
 }
 
 impl Consumer {
     pub(crate) fn new(log: Log, config: ConsumerConfig) -> Self {
+        let signal = Signal::for_current_thread();
         Consumer {
             log,
             config,
             assigned: Vec::new(),
-            signal: Signal::for_current_thread(),
+            bell: Bell::new(Arc::clone(&signal)),
+            signal,
             next: 0,
         }
+    }
+
+    /// A handle that interrupts this consumer's `poll` from another thread.
+    pub fn waker(&self) -> Waker {
+        Waker {
+            bell: Arc::clone(&self.bell),
+        }
+    }
+
+    pub(crate) fn bell(&self) -> &Arc<Bell> {
+        &self.bell
     }
 
     /// Replaces the assignment. Partitions kept keep their positions.
@@ -256,53 +337,111 @@ impl Consumer {
     /// # Errors
     /// [`Error::OffsetOutOfRange`] or [`Error::NoOffset`] with
     /// `OffsetReset::None`; [`Error::Corrupt`] if a stored batch fails its
-    /// CRC; [`Error::Closed`] if the log closed or a topic was deleted.
+    /// CRC; [`Error::Closed`] if the log closed or a topic was deleted;
+    /// [`Error::Wakeup`] if [`Waker::wake`] was called.
     pub fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
         let deadline = Instant::now() + timeout;
+        loop {
+            self.take_wakeup()?;
+            let records = self.fetch_once()?;
+            if !records.is_empty() || Instant::now() >= deadline {
+                return Ok(records);
+            }
+            self.wait(deadline, &|| false);
+        }
+    }
+
+    /// Reports a pending [`Waker::wake`] once.
+    pub(crate) fn take_wakeup(&self) -> Result<()> {
+        if self.bell.wakeup.swap(false, Ordering::SeqCst) {
+            Err(Error::Wakeup)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Parks until an assigned partition has data past its position, a
+    /// wake-up, `also()` holds, or `deadline`.
+    pub(crate) fn wait(&mut self, deadline: Instant, also: &dyn Fn() -> bool) {
         if self.signal.is_for_other_thread() {
-            // The consumer moved threads: the producer must unpark this one.
+            // The consumer moved threads: wakers must unpark this one.
             let signal = Signal::for_current_thread();
             for a in &self.assigned {
                 a.partition.shared.waiters().unregister(&self.signal);
                 a.partition.shared.waiters().register(&signal);
             }
+            *self.bell.signal.lock() = Arc::clone(&signal);
             self.signal = signal;
         }
-        if self.assigned.is_empty() {
-            // Nothing can arrive; waiting out the timeout keeps a polling
-            // loop from spinning a core.
-            while Instant::now() < deadline {
-                std::thread::park_timeout(deadline - Instant::now());
-            }
-            return Ok(Vec::new());
-        }
-        loop {
-            let records = self.fetch_once()?;
-            if !records.is_empty() || Instant::now() >= deadline {
-                return Ok(records);
-            }
-            let waiting: Vec<(u64, &Partition)> = self
-                .assigned
-                .iter()
-                .map(|a| (a.position.unwrap_or(u64::MAX), &a.partition))
-                .collect();
-            let parts: Vec<&partition::PartitionShared> =
-                waiting.iter().map(|(_, p)| &*p.shared).collect();
-            partition::wait_for_data(
-                &self.signal,
-                &parts,
-                deadline,
-                self.config.wait_spin,
-                || {
-                    waiting
+        let waiting: Vec<(u64, &Partition)> = self
+            .assigned
+            .iter()
+            .map(|a| (a.position.unwrap_or(u64::MAX), &a.partition))
+            .collect();
+        let parts: Vec<&partition::PartitionShared> =
+            waiting.iter().map(|(_, p)| &*p.shared).collect();
+        let bell = &self.bell;
+        partition::wait_for_data(
+            &self.signal,
+            &parts,
+            deadline,
+            self.config.wait_spin,
+            || {
+                bell.wakeup_requested()
+                    || also()
+                    || waiting
                         .iter()
                         .any(|(pos, p)| p.log_end_offset() > *pos || p.shared.is_closed())
-                },
-            );
+            },
+        );
+    }
+
+    /// Adds partitions (group members gain them one rebalance at a time),
+    /// starting at `position` (`None`: the reset policy decides).
+    pub(crate) fn add(&mut self, partitions: Vec<(TopicPartition, Partition, Option<u64>)>) {
+        for (tp, partition, position) in partitions {
+            if self.assigned.iter().any(|a| a.tp == tp) {
+                continue;
+            }
+            partition.shared.waiters().register(&self.signal);
+            self.assigned.push(Assigned {
+                tp,
+                partition,
+                position,
+            });
         }
     }
 
-    fn fetch_once(&mut self) -> Result<Vec<ConsumerRecord>> {
+    /// Removes partitions; the others keep their positions.
+    pub(crate) fn remove(&mut self, partitions: &[TopicPartition]) {
+        let signal = &self.signal;
+        self.assigned.retain(|a| {
+            let keep = !partitions.contains(&a.tp);
+            if !keep {
+                a.partition.shared.waiters().unregister(signal);
+            }
+            keep
+        });
+        self.next = 0;
+    }
+
+    /// Positions known for the assigned partitions (none yet: not listed).
+    pub(crate) fn positions(&self) -> Vec<(TopicPartition, u64)> {
+        self.assigned
+            .iter()
+            .filter_map(|a| a.position.map(|p| (a.tp.clone(), p)))
+            .collect()
+    }
+
+    /// The partition handle of an assigned partition.
+    pub(crate) fn assigned_partition(&self, tp: &TopicPartition) -> Option<&Partition> {
+        self.assigned
+            .iter()
+            .find(|a| &a.tp == tp)
+            .map(|a| &a.partition)
+    }
+
+    pub(crate) fn fetch_once(&mut self) -> Result<Vec<ConsumerRecord>> {
         let n = self.assigned.len();
         let max = self.config.max_poll_records;
         let mut out = Vec::new();

@@ -11,9 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::config::{Durability, LogConfig, TopicConfig};
+use crate::config::{CleanupPolicy, Clock, Durability, LogConfig, TopicConfig};
 use crate::consumer::{Consumer, ConsumerConfig};
 use crate::error::{Error, Result};
+use crate::group::coordinator::Coordinator;
+use crate::group::offsets::{self, OFFSETS_TOPIC};
 use crate::io::DirLock;
 use crate::log::PartitionRecovery;
 use crate::partition::{OpenContext, PartitionShared};
@@ -104,6 +106,7 @@ pub(crate) struct LogShared {
     closed: AtomicBool,
     flush_jobs: Sender<Job>,
     recovery: RecoveryReport,
+    coordinator: Coordinator,
 }
 
 impl Log {
@@ -161,6 +164,10 @@ impl Log {
             }
             topics.insert(name, Topic { shared });
         }
+        let committed = match topics.get(OFFSETS_TOPIC) {
+            Some(topic) => offsets::load(&topic.partitions()[0].shared)?,
+            None => Default::default(),
+        };
         boot.record(&dir)?;
         if clean {
             // From here on the files change again: the next open must not
@@ -177,6 +184,7 @@ impl Log {
             closed: AtomicBool::new(false),
             flush_jobs: flush_tx.clone(),
             recovery,
+            coordinator: Coordinator::new(committed),
         });
         let interval = match shared.config.durability {
             Durability::Interval(every) => Some(every),
@@ -217,44 +225,11 @@ impl Log {
     /// [`Error::InvalidName`], [`Error::InvalidConfig`], [`Error::TopicExists`].
     pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<Topic> {
         validate_topic_name(name)?;
+        refuse_internal(name)?;
         config.validate()?;
         let s = self.shared();
         s.check_open()?;
-        let mut topics = s.topics.write();
-        if topics.contains_key(name) {
-            return Err(Error::TopicExists {
-                topic: name.to_string(),
-            });
-        }
-        // Build under a transient name, then rename: a crash leaves either
-        // no topic or a whole one.
-        // A short unique name: `~creating-` + a 249-character topic name
-        // would pass the 255-byte limit of a file name.
-        let staging = s.dir.join(transient_name("creating"));
-        if staging.exists() {
-            std::fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
-        }
-        TopicShared::write_new(&staging, &config)?;
-        crate::io::fsync_dir(&staging)?;
-        let final_dir = s.dir.join(name);
-        std::fs::rename(&staging, &final_dir).map_err(|e| Error::io(&final_dir, e))?;
-        crate::io::fsync_dir(&s.dir)?;
-        let ctx = OpenContext {
-            durability: s.config.durability,
-            clock: &s.config.clock,
-            clean: true,
-            after_reboot: false,
-            flusher: &s.flush_jobs,
-        };
-        let (shared, _) = TopicShared::open(name, final_dir.clone(), &ctx)?;
-        // Opening created each partition's first segment: make those
-        // directory entries durable before any send can be acknowledged.
-        for p in 0..config.partitions {
-            crate::io::fsync_dir(&final_dir.join(p.to_string()))?;
-        }
-        let topic = Topic { shared };
-        topics.insert(name.to_string(), topic.clone());
-        Ok(topic)
+        s.create_topic_locked(&mut s.topics.write(), name, config)
     }
 
     /// A topic by name.
@@ -267,17 +242,26 @@ impl Log {
         s.topic(name)
     }
 
-    /// Names of all topics, sorted.
+    /// Names of all topics, sorted (internal topics such as
+    /// `__consumer_offsets` are not listed, but [`topic`](Log::topic)
+    /// opens them for reading).
     pub fn topics(&self) -> Vec<String> {
-        self.shared().topics.read().keys().cloned().collect()
+        self.shared()
+            .topics
+            .read()
+            .keys()
+            .filter(|name| !is_internal(name))
+            .cloned()
+            .collect()
     }
 
     /// Deletes a topic and its data. Handles on it fail from then on
     /// (appends with [`Error::Closed`]); records already read stay valid.
     ///
     /// # Errors
-    /// [`Error::UnknownTopic`].
+    /// [`Error::UnknownTopic`]; [`Error::InvalidName`] for an internal topic.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
+        refuse_internal(name)?;
         let s = self.shared();
         s.check_open()?;
         let mut topics = s.topics.write();
@@ -297,6 +281,7 @@ impl Log {
     /// # Errors
     /// [`Error::UnknownTopic`].
     pub fn producer(&self, topic: &str) -> Result<Producer> {
+        refuse_internal(topic)?;
         Ok(Producer::new(
             self.topic(topic)?,
             Arc::clone(&self.shared().config.clock),
@@ -371,6 +356,86 @@ impl LogShared {
         }
     }
 
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
+        &self.config.clock
+    }
+
+    pub(crate) fn coordinator(&self) -> &Coordinator {
+        &self.coordinator
+    }
+
+    /// Number of partitions of `topic`, `None` if it does not exist.
+    pub(crate) fn partition_count(&self, topic: &str) -> Option<u32> {
+        let topics = self.topics.read();
+        topics.get(topic).map(|t| t.partitions().len() as u32)
+    }
+
+    /// The partition of `__consumer_offsets`, created on first use.
+    pub(crate) fn offsets_partition(&self) -> Result<Arc<PartitionShared>> {
+        self.check_open()?;
+        if let Ok(topic) = self.topic(OFFSETS_TOPIC) {
+            return Ok(Arc::clone(&topic.partitions()[0].shared));
+        }
+        let mut topics = self.topics.write();
+        let topic = match topics.get(OFFSETS_TOPIC) {
+            Some(topic) => topic.clone(), // another thread won the race
+            None => {
+                // Compacted, so it keeps one record per group and partition;
+                // small segments, so compaction can start early.
+                let config = TopicConfig::new(1)
+                    .cleanup_policy(CleanupPolicy::Compact)
+                    .segment_bytes(64 << 20)
+                    .max_record_bytes(8 << 20);
+                self.create_topic_locked(&mut topics, OFFSETS_TOPIC, config)?
+            }
+        };
+        Ok(Arc::clone(&topic.partitions()[0].shared))
+    }
+
+    /// Creates a topic; the caller holds the topics lock and has validated
+    /// name and config.
+    fn create_topic_locked(
+        &self,
+        topics: &mut BTreeMap<String, Topic>,
+        name: &str,
+        config: TopicConfig,
+    ) -> Result<Topic> {
+        if topics.contains_key(name) {
+            return Err(Error::TopicExists {
+                topic: name.to_string(),
+            });
+        }
+        // Build under a transient name, then rename: a crash leaves either
+        // no topic or a whole one.
+        // A short unique name: `~creating-` + a 249-character topic name
+        // would pass the 255-byte limit of a file name.
+        let staging = self.dir.join(transient_name("creating"));
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+        }
+        TopicShared::write_new(&staging, &config)?;
+        crate::io::fsync_dir(&staging)?;
+        let final_dir = self.dir.join(name);
+        std::fs::rename(&staging, &final_dir).map_err(|e| Error::io(&final_dir, e))?;
+        crate::io::fsync_dir(&self.dir)?;
+        let ctx = OpenContext {
+            durability: self.config.durability,
+            clock: &self.config.clock,
+            clean: true,
+            after_reboot: false,
+            flusher: &self.flush_jobs,
+        };
+        let (shared, _) = TopicShared::open(name, final_dir.clone(), &ctx)?;
+        // Opening created each partition's first segment: make those
+        // directory entries durable before any send can be acknowledged.
+        for p in 0..config.partitions {
+            crate::io::fsync_dir(&final_dir.join(p.to_string()))?;
+        }
+        let topic = Topic { shared };
+        topics.insert(name.to_string(), topic.clone());
+        Ok(topic)
+    }
+
     pub(crate) fn topic(&self, name: &str) -> Result<Topic> {
         self.topics
             .read()
@@ -379,6 +444,25 @@ impl LogShared {
             .ok_or_else(|| Error::UnknownTopic {
                 topic: name.to_string(),
             })
+    }
+}
+
+/// Topics logbus keeps for itself; users read them but never write or
+/// delete them.
+const INTERNAL_TOPICS: [&str; 1] = [OFFSETS_TOPIC];
+
+fn is_internal(name: &str) -> bool {
+    INTERNAL_TOPICS.contains(&name)
+}
+
+fn refuse_internal(name: &str) -> Result<()> {
+    if is_internal(name) {
+        Err(Error::InvalidName {
+            name: name.to_string(),
+            reason: "reserved for logbus's internal use",
+        })
+    } else {
+        Ok(())
     }
 }
 

@@ -152,6 +152,68 @@ pub enum Error {
     /// The log (or the topic) was closed or deleted while in use.
     #[error("the log is closed")]
     Closed,
+
+    /// [`Waker::wake`](crate::Waker::wake) interrupted a `poll`.
+    #[error("poll interrupted by wakeup()")]
+    Wakeup,
+
+    /// A group member acted on a generation it is no longer part of: it was
+    /// removed from the group (it stopped polling for longer than
+    /// `max_poll_interval`, or left) and its partitions went to others.
+    /// Kafka's `ILLEGAL_GENERATION` / `UNKNOWN_MEMBER_ID`. Its next `poll`
+    /// rejoins the group.
+    #[error(
+        "member {member} of group {group:?} is not in generation {generation} any more (current {current})"
+    )]
+    StaleGeneration {
+        /// The group.
+        group: String,
+        /// The member id.
+        member: String,
+        /// The generation the member acted on.
+        generation: u32,
+        /// The group's current generation.
+        current: u32,
+    },
+
+    /// Another member joined with the same `group_instance_id`, taking this
+    /// one's place (Kafka's `FENCED_INSTANCE_ID`). The handle is unusable.
+    #[error(
+        "member with instance id {instance_id:?} of group {group:?} was replaced by a newer one"
+    )]
+    Fenced {
+        /// The group.
+        group: String,
+        /// The static instance id both members used.
+        instance_id: String,
+    },
+
+    /// No such consumer group (no members and no committed offsets).
+    #[error("unknown consumer group {group:?}")]
+    UnknownGroup {
+        /// The group asked for.
+        group: String,
+    },
+
+    /// An admin operation that needs an empty group found members in it.
+    #[error("consumer group {group:?} has {members} active member(s)")]
+    GroupNotEmpty {
+        /// The group.
+        group: String,
+        /// How many members it has.
+        members: usize,
+    },
+
+    /// A member asked for an assignment strategy other than the group's.
+    #[error("consumer group {group:?} uses strategy {group_strategy}, not {requested}")]
+    InconsistentStrategy {
+        /// The group.
+        group: String,
+        /// The strategy its members use.
+        group_strategy: &'static str,
+        /// The strategy the joining member asked for.
+        requested: &'static str,
+    },
 }
 
 impl Error {

@@ -32,6 +32,8 @@
 //!   side), `writer` (appends), `open` (opening and recovering a segment),
 //!   and loading a partition directory.
 //! - `producer`, `consumer` — the client API.
+//! - `group` — consumer groups: assignors, the in-process coordinator,
+//!   committed offsets (`__consumer_offsets`), the member handle, admin.
 //! - `worker` — the background flusher thread.
 //! - `partitioner` — Kafka's murmur2.
 //! - `io` — directory lock, fsync, atomic file replacement, block
@@ -47,6 +49,7 @@ mod config;
 mod consumer;
 mod db;
 mod error;
+mod group;
 mod io;
 #[cfg(feature = "bench-internals")]
 pub mod log;
@@ -65,9 +68,14 @@ mod testutil;
 pub use config::{
     CleanupPolicy, Clock, Durability, LogConfig, ManualClock, OffsetReset, SystemClock, TopicConfig,
 };
-pub use consumer::{Consumer, ConsumerConfig, OffsetAndTimestamp, TopicPartition};
+pub use consumer::{Consumer, ConsumerConfig, OffsetAndTimestamp, TopicPartition, Waker};
 pub use db::{FORMAT_VERSION, Log, RecoveryReport};
 pub use error::{Error, Result};
+pub use group::{
+    AssignmentStrategy, ConsumerGroup, GroupConfig, GroupDescription, GroupState,
+    MemberDescription, OffsetAndMetadata, OffsetSpec, PartitionOffsets, RebalanceContext,
+    RebalanceListener,
+};
 pub use log::PartitionRecovery;
 pub use log::record::RecordView;
 pub use partition::{FetchedBatches, FetchedRecords, Partition, PartitionStats};

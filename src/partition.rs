@@ -207,6 +207,14 @@ impl PartitionShared {
         &self.waiters
     }
 
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn durability(&self) -> Durability {
+        self.durability
+    }
+
     fn poisoned_error(&self) -> Error {
         Error::Poisoned {
             topic: self.topic.to_string(),
@@ -239,6 +247,28 @@ impl PartitionShared {
     ) -> Result<Appended> {
         let len = batch.len();
         self.append_with(len, now, |w| w.append_encoded(batch, encoded, records))
+    }
+
+    /// As [`append`](Self::append), but never waits for a sync: under
+    /// `Durability::Always` the caller calls `sync_to(log end)` itself, after
+    /// releasing its own locks (the group coordinator appends commits under
+    /// its group lock and must not hold it through an fdatasync). Returns
+    /// where the batch landed and the new log end.
+    pub(crate) fn append_deferring_sync<R: Borrow<Record>>(
+        &self,
+        records: &[R],
+        batch_len: usize,
+        now: i64,
+    ) -> Result<(Appended, u64)> {
+        let mut write = |w: &mut SegmentWriter| w.append(records, batch_len, now);
+        let appended = {
+            let mut state = self.writer.lock();
+            let appended = self.append_locked(&mut state, batch_len, now, &mut write)?;
+            self.log_end.store(appended.1, Ordering::SeqCst);
+            appended
+        };
+        self.waiters.wake();
+        Ok(appended)
     }
 
     fn append_with(
