@@ -189,6 +189,9 @@ pub struct Consumer {
     bell: Arc<Bell>,
     /// Partition the next poll starts with, so none starves.
     next: usize,
+    /// Skip closed partitions instead of failing (group members: a deleted
+    /// topic's partitions are taken away by a rebalance).
+    pub(crate) skip_closed: bool,
 }
 
 impl Consumer {
@@ -201,6 +204,7 @@ impl Consumer {
             bell: Bell::new(Arc::clone(&signal)),
             signal,
             next: 0,
+            skip_closed: false,
         }
     }
 
@@ -380,7 +384,7 @@ impl Consumer {
             .collect();
         let parts: Vec<&partition::PartitionShared> =
             waiting.iter().map(|(_, p)| &*p.shared).collect();
-        let bell = &self.bell;
+        let (bell, skip_closed) = (&self.bell, self.skip_closed);
         partition::wait_for_data(
             &self.signal,
             &parts,
@@ -389,9 +393,9 @@ impl Consumer {
             || {
                 bell.wakeup_requested()
                     || also()
-                    || waiting
-                        .iter()
-                        .any(|(pos, p)| p.log_end_offset() > *pos || p.shared.is_closed())
+                    || waiting.iter().any(|(pos, p)| {
+                        p.log_end_offset() > *pos || (!skip_closed && p.shared.is_closed())
+                    })
             },
         );
     }
@@ -449,6 +453,9 @@ impl Consumer {
             let i = (self.next + k) % n;
             let a = &mut self.assigned[i];
             if a.partition.shared.is_closed() {
+                if self.skip_closed {
+                    continue;
+                }
                 return Err(Error::Closed);
             }
             let position = resolve_position(a, self.config.offset_reset)?;

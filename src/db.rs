@@ -273,7 +273,9 @@ impl Log {
         std::fs::rename(topic.shared.dir(), &doomed).map_err(|e| Error::io(&doomed, e))?;
         crate::io::fsync_dir(&s.dir)?;
         // Unlinking is safe under live maps: the inodes live until unmapped.
-        std::fs::remove_dir_all(&doomed).map_err(|e| Error::io(&doomed, e))
+        std::fs::remove_dir_all(&doomed).map_err(|e| Error::io(&doomed, e))?;
+        drop(topics);
+        s.forget_topic_in_groups(name)
     }
 
     /// A producer for `topic`.
@@ -291,6 +293,11 @@ impl Log {
     /// A standalone consumer (assign partitions to it, then poll).
     pub fn consumer(&self, config: ConsumerConfig) -> Consumer {
         Consumer::new(self.clone(), config)
+    }
+
+    /// Whether [`close`](Log::close) was called (on any clone).
+    pub fn is_closed(&self) -> bool {
+        self.shared().closed.load(Ordering::Acquire)
     }
 
     /// Flushes, stops background threads, closes every partition (trimming
@@ -368,6 +375,31 @@ impl LogShared {
     pub(crate) fn partition_count(&self, topic: &str) -> Option<u32> {
         let topics = self.topics.read();
         topics.get(topic).map(|t| t.partitions().len() as u32)
+    }
+
+    /// Groups drop a deleted topic: its committed offsets are deleted
+    /// (as Kafka does) and subscribed groups rebalance without it.
+    fn forget_topic_in_groups(&self, topic: &str) -> Result<()> {
+        let lookup = |t: &str| self.partition_count(t);
+        let forgotten = self.coordinator.topic_deleted(topic, &lookup);
+        if forgotten.is_empty() {
+            return Ok(());
+        }
+        let records: Vec<crate::record::Record> = forgotten
+            .iter()
+            .flat_map(|(group, tps)| {
+                tps.iter()
+                    .map(move |tp| offsets::commit_record(group, tp, None))
+            })
+            .collect();
+        let store = self.offsets_partition()?;
+        let now = self.config.clock.now_ms();
+        let len = crate::log::record::encoded_len(&records, now);
+        let (_, end) = store.append_deferring_sync(&records, len, now)?;
+        if store.durability() == Durability::Always {
+            store.sync_to(end)?;
+        }
+        Ok(())
     }
 
     /// The partition of `__consumer_offsets`, created on first use.

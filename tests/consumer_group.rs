@@ -577,3 +577,36 @@ fn stress_members_join_and_leave_while_producers_write() {
         m.leave().unwrap();
     }
 }
+
+#[test]
+fn deleting_a_subscribed_topic_rebalances_it_away_and_forgets_its_offsets() {
+    let dir = TempDir::new("group-delete-topic");
+    let log = open(&dir);
+    log.create_topic("keep", TopicConfig::new(1)).unwrap();
+    log.create_topic("gone", TopicConfig::new(2)).unwrap();
+    produce(&log, "gone", 3);
+    let mut m = ConsumerGroup::join(&log, "g", &["keep", "gone"], config()).unwrap();
+    poll_until(&mut m, |m, got| m.assignment().len() == 3 && got.len() == 3);
+    m.commit().unwrap();
+    log.delete_topic("gone").unwrap();
+    poll_until(&mut m, |m, _| m.assignment() == tps("keep", &[0]));
+    let desc = log.describe_group("g").unwrap();
+    let offsets: Vec<_> = desc.offsets.iter().map(|o| o.partition.clone()).collect();
+    assert_eq!(offsets, tps("keep", &[0]));
+    // Produced after the rebalance, still read.
+    produce(&log, "keep", 1);
+    poll_until(&mut m, |_, got| got.len() == 1);
+}
+
+#[test]
+fn closing_the_log_ends_a_blocked_group_poll() {
+    let dir = TempDir::new("group-close");
+    let log = open(&dir);
+    log.create_topic("t", TopicConfig::new(1)).unwrap();
+    let mut m = ConsumerGroup::join(&log, "g", &["t"], config()).unwrap();
+    poll_until(&mut m, |m, _| m.assignment().len() == 1);
+    let t = std::thread::spawn(move || m.poll(Duration::from_secs(60)).map(|r| r.len()));
+    std::thread::sleep(Duration::from_millis(50));
+    log.close().unwrap();
+    assert!(matches!(t.join().unwrap(), Err(Error::Closed)));
+}

@@ -227,6 +227,40 @@ impl Coordinator {
         self.groups.lock().remove(id);
     }
 
+    /// A topic was deleted: groups forget its offsets (returned, so the
+    /// caller writes tombstones) and groups subscribed to it rebalance
+    /// without its partitions.
+    pub fn topic_deleted(
+        &self,
+        topic: &str,
+        topics: TopicLookup<'_>,
+    ) -> Vec<(String, Vec<TopicPartition>)> {
+        let cells: Vec<Arc<GroupCell>> = self.groups.lock().values().cloned().collect();
+        let mut forgotten = Vec::new();
+        for cell in cells {
+            let mut g = cell.state.lock();
+            let gone: Vec<TopicPartition> = g
+                .committed
+                .keys()
+                .filter(|tp| tp.topic == topic)
+                .cloned()
+                .collect();
+            for tp in &gone {
+                g.committed.remove(tp);
+            }
+            if !gone.is_empty() {
+                forgotten.push((cell.id.clone(), gone));
+            }
+            if g.members
+                .values()
+                .any(|m| m.topics.iter().any(|t| t == topic))
+            {
+                g.rebalance(topics);
+            }
+        }
+        forgotten
+    }
+
     /// Adds a member (or brings a static member back), rebalancing unless
     /// a static member returns to its unchanged place.
     pub fn join(

@@ -183,7 +183,9 @@ impl ConsumerGroup {
         subscribed.sort();
         // Created now, so a commit never waits for it.
         log.shared().offsets_partition()?;
-        let consumer = log.consumer(config.consumer.clone());
+        let mut consumer = log.consumer(config.consumer.clone());
+        // A deleted topic's partitions leave through a rebalance, not an error.
+        consumer.skip_closed = true;
         let joined = join_group(log, group_id, &subscribed, &config, &consumer)?;
         Ok(ConsumerGroup {
             log: log.clone(),
@@ -278,6 +280,9 @@ impl ConsumerGroup {
             if self.config.auto_commit && Instant::now() >= self.next_auto_commit {
                 self.auto_commit()?;
             }
+            if self.log.is_closed() {
+                return Err(Error::Closed);
+            }
             let records = self.consumer.fetch_once()?;
             let now = Instant::now();
             if !records.is_empty() || now >= deadline {
@@ -287,8 +292,9 @@ impl ConsumerGroup {
             // their partitions reach the members still polling.
             let check_in = self.cell.ms_until_check(self.now_ms()).max(1) as u64;
             let wake_at = deadline.min(now + Duration::from_millis(check_in));
-            let link = Arc::clone(&self.link);
-            self.consumer.wait(wake_at, &|| link.is_dirty());
+            let (link, log) = (Arc::clone(&self.link), self.log.clone());
+            self.consumer
+                .wait(wake_at, &|| link.is_dirty() || log.is_closed());
         }
     }
 
