@@ -343,9 +343,12 @@ impl ConsumerGroup {
             g.check_member(&self.cell.id, &self.member_id, &self.link, self.generation)?;
             g.revocations(&self.member_id, &self.link)
         };
+        let mut committed = Ok(());
         if !revoke.is_empty() {
             if self.config.auto_commit {
-                self.commit_partitions(&revoke, true)?;
+                // A failed commit must not keep the partitions from moving:
+                // the hand-over goes on and the error is reported after it.
+                committed = self.commit_partitions(&revoke, true);
             }
             self.call_listener(|l, ctx| l.on_revoked(ctx, &revoke));
             self.consumer.remove(&revoke);
@@ -378,7 +381,7 @@ impl ConsumerGroup {
             let tps: Vec<TopicPartition> = granted.into_iter().map(|(tp, _)| tp).collect();
             self.call_listener(|l, ctx| l.on_assigned(ctx, &tps));
         }
-        Ok(())
+        committed
     }
 
     fn call_listener(
