@@ -20,6 +20,8 @@ use crate::io::DirLock;
 use crate::log::PartitionRecovery;
 use crate::partition::{OpenContext, PartitionShared};
 use crate::producer::Producer;
+use crate::queue::persist::STATE_TOPIC;
+use crate::queue::share::QueueRegistry;
 use crate::topic::{Topic, TopicShared, validate_topic_name};
 use crate::worker::{Flusher, Job, PartitionSource};
 
@@ -107,6 +109,7 @@ pub(crate) struct LogShared {
     flush_jobs: Sender<Job>,
     recovery: RecoveryReport,
     coordinator: Coordinator,
+    queues: QueueRegistry,
 }
 
 impl Log {
@@ -185,6 +188,7 @@ impl Log {
             flush_jobs: flush_tx.clone(),
             recovery,
             coordinator: Coordinator::new(committed),
+            queues: QueueRegistry::default(),
         });
         let interval = match shared.config.durability {
             Durability::Interval(every) => Some(every),
@@ -404,21 +408,41 @@ impl LogShared {
 
     /// The partition of `__consumer_offsets`, created on first use.
     pub(crate) fn offsets_partition(&self) -> Result<Arc<PartitionShared>> {
+        // Compacted, so it keeps one record per group and partition; small
+        // segments, so compaction can start early.
+        self.internal_partition(OFFSETS_TOPIC)
+    }
+
+    /// The partition of `__work_queue_state`, created on first use.
+    pub(crate) fn queue_state_partition(&self) -> Result<Arc<PartitionShared>> {
+        self.internal_partition(STATE_TOPIC)
+    }
+
+    pub(crate) fn queues(&self) -> &QueueRegistry {
+        &self.queues
+    }
+
+    /// A producer on `topic` (internal users: no reserved-name check).
+    pub(crate) fn producer_for(&self, topic: &Topic) -> Producer {
+        Producer::new(topic.clone(), Arc::clone(&self.config.clock))
+    }
+
+    /// Partition 0 of an internal topic (one partition, compacted, 64 MiB
+    /// segments), created on first use.
+    fn internal_partition(&self, name: &str) -> Result<Arc<PartitionShared>> {
         self.check_open()?;
-        if let Ok(topic) = self.topic(OFFSETS_TOPIC) {
+        if let Ok(topic) = self.topic(name) {
             return Ok(Arc::clone(&topic.partitions()[0].shared));
         }
         let mut topics = self.topics.write();
-        let topic = match topics.get(OFFSETS_TOPIC) {
+        let topic = match topics.get(name) {
             Some(topic) => topic.clone(), // another thread won the race
             None => {
-                // Compacted, so it keeps one record per group and partition;
-                // small segments, so compaction can start early.
                 let config = TopicConfig::new(1)
                     .cleanup_policy(CleanupPolicy::Compact)
                     .segment_bytes(64 << 20)
                     .max_record_bytes(8 << 20);
-                self.create_topic_locked(&mut topics, OFFSETS_TOPIC, config)?
+                self.create_topic_locked(&mut topics, name, config)?
             }
         };
         Ok(Arc::clone(&topic.partitions()[0].shared))
@@ -481,7 +505,7 @@ impl LogShared {
 
 /// Topics logbus keeps for itself; users read them but never write or
 /// delete them.
-const INTERNAL_TOPICS: [&str; 1] = [OFFSETS_TOPIC];
+const INTERNAL_TOPICS: [&str; 2] = [OFFSETS_TOPIC, STATE_TOPIC];
 
 fn is_internal(name: &str) -> bool {
     INTERNAL_TOPICS.contains(&name)

@@ -204,6 +204,18 @@ pub enum Error {
         members: usize,
     },
 
+    /// A work-queue record is not leased to this worker (any more): its
+    /// lease expired and it went to another worker, or it was settled.
+    #[error("{topic}/{partition} offset {offset} is not leased to this worker")]
+    NotLeased {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The record's offset.
+        offset: u64,
+    },
+
     /// A member asked for an assignment strategy other than the group's.
     #[error("consumer group {group:?} uses strategy {group_strategy}, not {requested}")]
     InconsistentStrategy {

@@ -34,6 +34,8 @@
 //! - `producer`, `consumer` — the client API.
 //! - `group` — consumer groups: assignors, the in-process coordinator,
 //!   committed offsets (`__consumer_offsets`), the member handle, admin.
+//! - `queue` — work queues (share groups): leases, acks, dead letters,
+//!   state in `__work_queue_state`.
 //! - `worker` — the background flusher thread.
 //! - `partitioner` — Kafka's murmur2.
 //! - `io` — directory lock, fsync, atomic file replacement, block
@@ -58,6 +60,7 @@ mod log;
 mod partition;
 mod partitioner;
 mod producer;
+mod queue;
 mod record;
 mod topic;
 mod worker;
@@ -81,5 +84,8 @@ pub use log::record::RecordView;
 pub use partition::{FetchedBatches, FetchedRecords, Partition, PartitionStats};
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::Producer;
+pub use queue::{
+    DLQ_DELIVERIES, DLQ_REASON, DLQ_SOURCE, Delivery, QueueBacklog, QueueConfig, WorkQueue, Worker,
+};
 pub use record::{ConsumerRecord, Header, Record, RecordMetadata};
 pub use topic::{Topic, validate_topic_name};

@@ -12,7 +12,7 @@
 
 mod admin;
 mod assignor;
-mod config;
+pub(crate) mod config;
 pub(crate) mod coordinator;
 mod member;
 pub(crate) mod offsets;
