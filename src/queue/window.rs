@@ -135,6 +135,7 @@ impl Window {
                 deliveries: 1,
             });
         }
+        self.advance();
     }
 
     /// Marks offsets below `offset` that were fetched past as done (a fetch
