@@ -1,5 +1,6 @@
-//! Consumer-group figures: a group of 4 against one consumer, join →
-//! assignment latency, and offset commits per second.
+//! Consumer-group and work-queue figures: a group of 4 against one
+//! consumer, join → assignment latency, offset commits per second, and a
+//! work queue with 4 workers acking every record.
 //!
 //! ```text
 //! cargo run --release --example group_bench [-- --records N --reps R]
@@ -13,7 +14,8 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use logbus::{
-    ConsumerConfig, ConsumerGroup, GroupConfig, Log, LogConfig, Record, TopicConfig, TopicPartition,
+    ConsumerConfig, ConsumerGroup, GroupConfig, Log, LogConfig, QueueConfig, Record, TopicConfig,
+    TopicPartition, WorkQueue,
 };
 
 const PARTITIONS: u32 = 8;
@@ -45,7 +47,9 @@ fn main() {
     let mut join = Vec::new();
     let mut commits = Vec::new();
     let mut commits8 = Vec::new();
+    let mut queue = Vec::new();
     for rep in 0..reps {
+        queue.push(work_queue(&log, records, 4, rep));
         single.push(one_consumer(&log, records));
         group.push(group_of(&log, records, 4, rep));
         join.push(join_latency(&log, 200, rep));
@@ -87,6 +91,13 @@ fn main() {
         "{:<52} {:>10.0} k/s",
         "commit(), 8 partitions, Durability::Os",
         median(&mut commits8) / 1e3
+    );
+    let queue_rate = median(&mut queue);
+    println!(
+        "{:<52} {:>10.2} M/s {:>8.2}",
+        "WorkQueue, 4 workers, ack() per record, Os",
+        queue_rate / 1e6,
+        queue_rate / single_rate
     );
     log.close().expect("close");
     let _ = std::fs::remove_dir_all(&dir);
@@ -248,6 +259,40 @@ fn commit_rate(log: &Log, commits: u64, partitions: u32, rep: usize) -> f64 {
     let rate = commits as f64 / start.elapsed().as_secs_f64();
     m.leave().expect("leave");
     rate
+}
+
+/// `workers` threads take every record from a fresh queue, acking each
+/// one with its own `ack` call.
+fn work_queue(log: &Log, records: u64, workers: usize, rep: usize) -> f64 {
+    let total = records / u64::from(PARTITIONS) * u64::from(PARTITIONS);
+    let queue = WorkQueue::open(
+        log,
+        &format!("bench-q-{rep}"),
+        "bench",
+        QueueConfig::default(),
+    )
+    .expect("queue");
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..workers)
+        .map(|_| {
+            let (mut worker, done) = (queue.worker(), done.clone());
+            std::thread::spawn(move || {
+                while done.load(Ordering::SeqCst) < total {
+                    let jobs = worker.poll(Duration::from_millis(10)).expect("poll");
+                    for job in &jobs {
+                        worker.ack(job).expect("ack");
+                    }
+                    done.fetch_add(jobs.len() as u64, Ordering::SeqCst);
+                }
+                worker.commit().expect("commit");
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("worker");
+    }
+    total as f64 / start.elapsed().as_secs_f64()
 }
 
 fn median(v: &mut [f64]) -> f64 {

@@ -30,6 +30,7 @@ pub struct Worker {
     /// Used only to wait for new data on the queue's partitions.
     waiter: Consumer,
     tps: Vec<TopicPartition>,
+    max_poll_records: usize,
 }
 
 impl std::fmt::Debug for Worker {
@@ -54,11 +55,19 @@ impl Worker {
         let _ = waiter.assign(&tps);
         queue.register(waiter.bell());
         Worker {
+            max_poll_records: queue.config.max_poll_records,
             queue,
             id,
             waiter,
             tps,
         }
+    }
+
+    /// Sets the most records this worker's polls lease (the queue's
+    /// `max_poll_records` by default; at least 1). A slow worker leasing
+    /// few records leaves the rest to the others.
+    pub fn set_max_poll_records(&mut self, n: usize) {
+        self.max_poll_records = n.max(1);
     }
 
     /// Leases up to `max_poll_records` records, waiting up to `timeout` for
