@@ -39,19 +39,24 @@ pub(crate) enum NotLeased {
 
 /// The records of one partition from `start` (everything before is done)
 /// to `next` (the first never fetched). `slots[i]` is offset `start + i`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Window {
     start: u64,
     slots: VecDeque<Slot>,
     /// Number of `Available` slots, so polls skip the scan when zero.
     available: usize,
+    /// No lease ends before this (`i64::MAX`: none held), so polls skip
+    /// the expiry scan until then.
+    expiry_hint: i64,
 }
 
 impl Window {
     pub fn new(start: u64) -> Window {
         Window {
             start,
-            ..Window::default()
+            slots: VecDeque::new(),
+            available: 0,
+            expiry_hint: i64::MAX,
         }
     }
 
@@ -103,6 +108,7 @@ impl Window {
         if self.available == 0 {
             return out;
         }
+        self.expiry_hint = self.expiry_hint.min(until_ms);
         for (i, slot) in self.slots.iter_mut().enumerate() {
             if out.len() >= max || self.available == 0 {
                 break;
@@ -129,6 +135,7 @@ impl Window {
             self.slots.push_back(Slot::Done);
         }
         if offset == self.next() {
+            self.expiry_hint = self.expiry_hint.min(until_ms);
             self.slots.push_back(Slot::Leased {
                 worker,
                 until_ms,
@@ -193,6 +200,10 @@ impl Window {
     /// given. Returns `(offset, deliveries)` of each record made available.
     pub fn expire(&mut self, now_ms: i64, worker: Option<u64>) -> Vec<(u64, u16)> {
         let mut out = Vec::new();
+        if worker.is_none() && now_ms < self.expiry_hint {
+            return out;
+        }
+        let mut earliest = i64::MAX;
         for (i, slot) in self.slots.iter_mut().enumerate() {
             if let Slot::Leased {
                 worker: w,
@@ -208,21 +219,18 @@ impl Window {
                     *slot = Slot::Available { deliveries };
                     self.available += 1;
                     out.push((self.start + i as u64, deliveries));
+                } else {
+                    earliest = earliest.min(until_ms);
                 }
             }
         }
+        self.expiry_hint = earliest;
         out
     }
 
-    /// The earliest lease deadline, if any record is leased.
+    /// No lease ends before this (a lower bound), if any may be held.
     pub fn next_expiry(&self) -> Option<i64> {
-        self.slots
-            .iter()
-            .filter_map(|s| match s {
-                Slot::Leased { until_ms, .. } => Some(*until_ms),
-                _ => None,
-            })
-            .min()
+        (self.expiry_hint != i64::MAX).then_some(self.expiry_hint)
     }
 
     /// Drops the done prefix.
@@ -267,6 +275,7 @@ impl Window {
         let (start, rest) = rest.split_first_chunk::<8>().ok_or("truncated start")?;
         let (runs, mut rest) = rest.split_first_chunk::<4>().ok_or("truncated count")?;
         let mut w = Window::new(u64::from_be_bytes(*start));
+        // Decoded windows hold no leases: `expiry_hint` stays "none".
         for _ in 0..u32::from_be_bytes(*runs) {
             let (len, r) = rest.split_first_chunk::<4>().ok_or("truncated run")?;
             let (&done, r) = r.split_first().ok_or("truncated run")?;
