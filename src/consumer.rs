@@ -104,7 +104,7 @@ pub(crate) struct Bell {
 }
 
 impl Bell {
-    fn new(signal: Arc<Signal>) -> Arc<Bell> {
+    pub(crate) fn new(signal: Arc<Signal>) -> Arc<Bell> {
         Arc::new(Bell {
             signal: Mutex::new(signal),
             wakeup: AtomicBool::new(false),

@@ -648,3 +648,161 @@ impl MemberState {
         Some(last.saturating_add(self.max_poll_interval_ms))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::partition::Signal;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Join {
+            topics: u8,
+            instance: Option<u8>,
+        },
+        Leave {
+            member: u8,
+            keep_static_place: bool,
+        },
+        /// Revoke what must go, then take what is free (one sync step).
+        Sync {
+            member: u8,
+        },
+        /// Every member stops polling long enough to expire... except one.
+        ExpireAllBut {
+            member: u8,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0u8..3, proptest::option::of(0u8..3))
+                .prop_map(|(topics, instance)| Op::Join { topics, instance }),
+            2 => (any::<u8>(), any::<bool>())
+                .prop_map(|(member, keep_static_place)| Op::Leave { member, keep_static_place }),
+            8 => any::<u8>().prop_map(|member| Op::Sync { member }),
+            1 => any::<u8>().prop_map(|member| Op::ExpireAllBut { member }),
+        ]
+    }
+
+    fn strategy() -> impl Strategy<Value = AssignmentStrategy> {
+        prop_oneof![
+            Just(AssignmentStrategy::Range),
+            Just(AssignmentStrategy::RoundRobin),
+            Just(AssignmentStrategy::CooperativeSticky),
+        ]
+    }
+
+    const SUBSCRIPTIONS: [&[&str]; 3] = [&["a"], &["a", "b"], &["b"]];
+
+    fn lookup(topic: &str) -> Option<u32> {
+        match topic {
+            "a" => Some(5),
+            "b" => Some(3),
+            _ => None,
+        }
+    }
+
+    /// No partition has two owners; `owners` mirrors the owned sets.
+    fn check_ownership(g: &Group) {
+        let mut seen = BTreeSet::new();
+        for (id, m) in &g.members {
+            for tp in &m.owned {
+                assert!(seen.insert(tp.clone()), "{tp:?} owned twice");
+                assert_eq!(g.owners.get(tp), Some(id));
+            }
+        }
+        assert_eq!(seen.len(), g.owners.len());
+    }
+
+    fn sync(g: &mut Group, id: &str, link: &Arc<MemberLink>) {
+        let revoke = g.revocations(id, link);
+        g.release(id, link, &revoke);
+        g.acquire(id, link);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Any sequence of joins, leaves, expiries and partial syncs keeps
+        /// one owner per partition; once every member has synced enough,
+        /// each owns exactly its target and every partition is owned.
+        #[test]
+        fn hand_over_keeps_one_owner_and_converges(
+            strategy in strategy(),
+            ops in proptest::collection::vec(op(), 1..60),
+        ) {
+            let coordinator = Coordinator::new(GroupOffsets::default());
+            let mut live: Vec<(String, Arc<MemberLink>)> = Vec::new();
+            let mut now = 1_000;
+            for op in ops {
+                now += 1;
+                match op {
+                    Op::Join { topics, instance } => {
+                        let topics: Vec<String> =
+                            SUBSCRIPTIONS[topics as usize].iter().map(|t| t.to_string()).collect();
+                        let instance = instance.map(|i| format!("i{i}"));
+                        let joined = coordinator.join("g", JoinRequest {
+                            topics: &topics,
+                            strategy,
+                            instance_id: instance.as_deref(),
+                            max_poll_interval_ms: 100,
+                            session_timeout_ms: 50,
+                            bell: Bell::new(Signal::for_current_thread()),
+                        }, &lookup, now).unwrap();
+                        live.retain(|(_, l)| l.removal() == Removal::Present);
+                        live.push((joined.member_id, joined.link));
+                    }
+                    Op::Leave { member, keep_static_place } if !live.is_empty() => {
+                        let (id, link) = live.remove(member as usize % live.len());
+                        let cell = coordinator.group("g");
+                        cell.state.lock().leave(&cell, &id, &link, keep_static_place, &lookup, now);
+                    }
+                    Op::Sync { member } if !live.is_empty() => {
+                        let (id, link) = &live[member as usize % live.len()];
+                        let cell = coordinator.group("g");
+                        sync(&mut cell.state.lock(), id, link);
+                        link.set_in_poll(false, now);
+                    }
+                    Op::ExpireAllBut { member } if !live.is_empty() => {
+                        let keep = member as usize % live.len();
+                        for (i, (_, link)) in live.iter().enumerate() {
+                            link.set_in_poll(i == keep, now);
+                        }
+                        now += 1_000;
+                        let cell = coordinator.group("g");
+                        cell.state.lock().expire(&cell, &lookup, now);
+                        live.retain(|(_, l)| l.removal() == Removal::Present);
+                        for (_, link) in &live {
+                            link.set_in_poll(false, now);
+                        }
+                    }
+                    _ => {}
+                }
+                check_ownership(&coordinator.group("g").state.lock());
+            }
+            // Quiesce: every live member syncs until nothing changes.
+            let cell = coordinator.group("g");
+            let mut g = cell.state.lock();
+            live.retain(|(_, l)| l.removal() == Removal::Present);
+            for _ in 0..4 {
+                for (id, link) in &live {
+                    sync(&mut g, id, link);
+                }
+            }
+            check_ownership(&g);
+            let mut owned = BTreeSet::new();
+            for m in g.members.values() {
+                if m.away_since_ms.is_none() {
+                    prop_assert_eq!(&m.owned, &m.target);
+                }
+                owned.extend(m.target.iter().cloned());
+            }
+            let active_topics: BTreeSet<&String> =
+                g.members.values().flat_map(|m| m.topics.iter()).collect();
+            let expected: usize = active_topics.iter().map(|t| lookup(t).unwrap() as usize).sum();
+            prop_assert_eq!(owned.len(), expected, "every partition has a target owner");
+        }
+    }
+}
