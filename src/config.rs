@@ -97,6 +97,15 @@ pub struct LogConfig {
     pub durability: Durability,
     /// Where time comes from. Default [`SystemClock`].
     pub clock: Arc<dyn Clock>,
+    /// Memory for the log cleaner's key → offset map (Kafka's
+    /// `log.cleaner.dedupe.buffer.size`), default 32 MiB: 24 bytes per
+    /// distinct key, filled to 90 %, about 1.25 M keys per pass. A log with
+    /// more keys in its dirty section is cleaned in several passes.
+    pub cleaner_map_bytes: usize,
+    /// Run the background maintenance thread (retention, time-based roll,
+    /// compaction). Default true; with false, only
+    /// [`Log::maintain`](crate::Log::maintain) does that work.
+    pub background_maintenance: bool,
 }
 
 impl Default for LogConfig {
@@ -104,6 +113,8 @@ impl Default for LogConfig {
         LogConfig {
             durability: Durability::Os,
             clock: Arc::new(SystemClock),
+            cleaner_map_bytes: 32 << 20,
+            background_maintenance: true,
         }
     }
 }
@@ -123,7 +134,26 @@ impl LogConfig {
         self
     }
 
+    /// Sets the cleaner's map memory.
+    #[must_use]
+    pub fn cleaner_map_bytes(mut self, bytes: usize) -> Self {
+        self.cleaner_map_bytes = bytes;
+        self
+    }
+
+    /// Turns the background maintenance thread on or off.
+    #[must_use]
+    pub fn background_maintenance(mut self, on: bool) -> Self {
+        self.background_maintenance = on;
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
+        if self.cleaner_map_bytes < 1024 {
+            return Err(Error::InvalidConfig {
+                reason: "cleaner_map_bytes must be at least 1024".into(),
+            });
+        }
         if let Durability::Interval(d) = self.durability {
             if d.is_zero() {
                 return Err(Error::InvalidConfig {

@@ -18,6 +18,7 @@ use crate::group::coordinator::Coordinator;
 use crate::group::offsets::{self, OFFSETS_TOPIC};
 use crate::io::DirLock;
 use crate::log::PartitionRecovery;
+use crate::maintenance::{CleanerStats, Maintenance, MaintenanceSummary};
 use crate::partition::{OpenContext, PartitionShared};
 use crate::producer::Producer;
 use crate::queue::persist::STATE_TOPIC;
@@ -97,6 +98,7 @@ pub struct Log {
 struct LogHandle {
     shared: Arc<LogShared>,
     flusher: Mutex<Flusher>,
+    maintenance: Maintenance,
 }
 
 #[derive(Debug)]
@@ -107,6 +109,8 @@ pub(crate) struct LogShared {
     lock: Mutex<Option<DirLock>>,
     closed: AtomicBool,
     flush_jobs: Sender<Job>,
+    /// Wakes the maintenance thread when a segment is sealed.
+    maintenance_wake: Sender<()>,
     recovery: RecoveryReport,
     coordinator: Coordinator,
     queues: QueueRegistry,
@@ -131,6 +135,8 @@ impl Log {
         let boot = BootId::check(&dir);
         let after_reboot = !clean && boot.changed;
         let (flush_tx, flush_rx) = crossbeam_channel::unbounded();
+        // One pending wake-up is enough: a pass looks at every partition.
+        let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         let mut recovery = RecoveryReport {
             clean_shutdown: clean,
             after_reboot,
@@ -142,6 +148,7 @@ impl Log {
             clean,
             after_reboot,
             flusher: &flush_tx,
+            maintenance: Some(&wake_tx),
         };
         let mut topics = BTreeMap::new();
         let mut names = Vec::new();
@@ -186,6 +193,7 @@ impl Log {
             lock: Mutex::new(Some(lock)),
             closed: AtomicBool::new(false),
             flush_jobs: flush_tx.clone(),
+            maintenance_wake: wake_tx,
             recovery,
             coordinator: Coordinator::new(committed),
             queues: QueueRegistry::default(),
@@ -195,11 +203,20 @@ impl Log {
             _ => None,
         };
         let source: Arc<dyn PartitionSource> = Arc::clone(&shared) as _;
-        let flusher = Flusher::start(flush_rx, flush_tx, interval, source)?;
+        let flusher = Flusher::start(flush_rx, flush_tx, interval, Arc::clone(&source))?;
+        let c = &shared.config;
+        let maintenance = Maintenance::start(
+            Arc::clone(&c.clock),
+            source,
+            c.cleaner_map_bytes,
+            wake_rx,
+            c.background_maintenance,
+        )?;
         Ok(Log {
             handle: Arc::new(LogHandle {
                 shared,
                 flusher: Mutex::new(flusher),
+                maintenance,
             }),
         })
     }
@@ -313,6 +330,42 @@ impl Log {
     pub fn close(&self) -> Result<()> {
         self.handle.close()
     }
+
+    /// Runs one maintenance pass now, as the background thread does:
+    /// time-based rolls, retention, then compaction, for every partition.
+    /// Waits for a pass already in progress.
+    ///
+    /// ```
+    /// use logbus::{CleanupPolicy, Log, LogConfig, Record, TopicConfig};
+    /// # let dir = std::env::temp_dir().join(format!("logbus-doc-maintain-{}", std::process::id()));
+    /// let log = Log::open(&dir, LogConfig::default())?;
+    /// let topic = log.create_topic("kv", TopicConfig::new(1)
+    ///     .cleanup_policy(CleanupPolicy::Compact)
+    ///     .min_cleanable_dirty_ratio(0.0))?;
+    /// let producer = log.producer("kv")?;
+    /// producer.send(Record::new("v1").key("k"))?;
+    /// producer.send(Record::new("v2").key("k"))?;
+    /// topic.partition(0)?.roll()?; // only sealed segments are cleaned
+    /// let summary = log.maintain()?;
+    /// assert_eq!(summary.records_removed, 1);
+    /// let left = topic.partition(0)?.read(0, 10)?;
+    /// assert_eq!((left[0].offset, left[0].value.as_deref()), (1, Some(&b"v2"[..])));
+    /// # drop(log); std::fs::remove_dir_all(&dir).ok();
+    /// # Ok::<(), logbus::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Closed`]. Failures in single partitions are listed in the
+    /// summary's `failures`.
+    pub fn maintain(&self) -> Result<MaintenanceSummary> {
+        self.shared().check_open()?;
+        Ok(self.handle.maintenance.run_pass())
+    }
+
+    /// The log cleaner's figures since the log was opened.
+    pub fn cleaner_stats(&self) -> CleanerStats {
+        self.handle.maintenance.stats()
+    }
 }
 
 impl LogHandle {
@@ -321,6 +374,8 @@ impl LogHandle {
         if s.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
+        // First: no pass may touch a partition while it closes.
+        self.maintenance.stop();
         let mut result = Ok(());
         for topic in s.topics.read().values() {
             if let Err(e) = topic.shared.close() {
@@ -480,6 +535,7 @@ impl LogShared {
             clean: true,
             after_reboot: false,
             flusher: &self.flush_jobs,
+            maintenance: Some(&self.maintenance_wake),
         };
         let (shared, _) = TopicShared::open(name, final_dir.clone(), &ctx)?;
         // Opening created each partition's first segment: make those

@@ -189,6 +189,31 @@ pub(crate) mod failpoints {
         FAIL_SYNC.lock().push(marker.to_string());
     }
 
+    static FAIL_STEP: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+    /// The next time `step` is reached for a path containing `marker`, it
+    /// fails (and the operation stops there, as a crash would).
+    pub(crate) fn fail_step(step: &str, marker: &str) {
+        FAIL_STEP
+            .lock()
+            .push((step.to_string(), marker.to_string()));
+    }
+
+    pub(crate) fn fire_step(step: &str, path: &Path) -> bool {
+        let path = path.to_string_lossy();
+        let mut armed = FAIL_STEP.lock();
+        match armed
+            .iter()
+            .position(|(s, m)| s == step && path.contains(m.as_str()))
+        {
+            Some(i) => {
+                armed.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
     pub(super) fn fire_sync(path: &Path) -> bool {
         let path = path.to_string_lossy();
         let mut armed = FAIL_SYNC.lock();

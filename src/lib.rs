@@ -37,6 +37,11 @@
 //! - `queue` — work queues (share groups): leases, acks, dead letters,
 //!   state in `__work_queue_state`.
 //! - `worker` — the background flusher thread.
+//! - `maintenance` — the background retention / compaction thread and
+//!   `Log::maintain`; `retention` and `compaction` are its pure policies
+//!   (segment metadata in, plan out); the cleaner's byte work is
+//!   `log::clean` (with `log::offset_map`), the crash-safe swap `log::swap`,
+//!   and a partition's segment-list changes `partition::upkeep`.
 //! - `partitioner` — Kafka's murmur2.
 //! - `io` — directory lock, fsync, atomic file replacement, block
 //!   reservation, checksummed metadata files.
@@ -47,6 +52,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod compaction;
 mod config;
 mod consumer;
 mod db;
@@ -57,11 +63,13 @@ mod io;
 pub mod log;
 #[cfg(not(feature = "bench-internals"))]
 mod log;
+mod maintenance;
 mod partition;
 mod partitioner;
 mod producer;
 mod queue;
 mod record;
+mod retention;
 mod topic;
 mod worker;
 
@@ -81,6 +89,7 @@ pub use group::{
 };
 pub use log::PartitionRecovery;
 pub use log::record::RecordView;
+pub use maintenance::{CleanerStats, MaintenanceSummary};
 pub use partition::{FetchedBatches, FetchedRecords, Partition, PartitionStats};
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::Producer;

@@ -27,6 +27,9 @@ use crate::log::{self, PartitionRecovery};
 use crate::record::{ConsumerRecord, Record};
 use crate::worker::Job;
 
+mod upkeep;
+pub(crate) use upkeep::meta as segment_meta;
+
 /// A handle on one partition of a topic. Cheap to clone.
 ///
 /// Most users go through [`Producer`](crate::Producer) and
@@ -59,6 +62,8 @@ pub(crate) struct PartitionShared {
     closed: AtomicBool,
     waiters: Waiters,
     sync: GroupCommit,
+    /// Retention and cleaner state (see `upkeep`).
+    upkeep: upkeep::Upkeep,
 }
 
 #[derive(Debug)]
@@ -76,6 +81,8 @@ pub(crate) struct OpenContext<'a> {
     /// The machine restarted since the previous (unclean) session.
     pub after_reboot: bool,
     pub flusher: &'a Sender<Job>,
+    /// Woken when a segment is sealed (retention and the cleaner may have work).
+    pub maintenance: Option<&'a Sender<()>>,
 }
 
 /// Raw batches read from a partition.
@@ -165,7 +172,6 @@ impl PartitionShared {
         let shared = Arc::new(PartitionShared {
             topic,
             id,
-            dir,
             config,
             durability: ctx.durability,
             clock: Arc::clone(ctx.clock),
@@ -183,6 +189,8 @@ impl PartitionShared {
             // crash it may be in the page cache only, so the first flush
             // must sync it.
             sync: GroupCommit::new(if ctx.clean { log_end } else { 0 }),
+            upkeep: upkeep::Upkeep::load(&dir, ctx.maintenance.cloned()),
+            dir,
         });
         Ok((shared, loaded.recovery))
     }
@@ -363,6 +371,7 @@ impl PartitionShared {
         };
         self.segments.write().push(segment);
         state.active = Some(new_writer);
+        self.upkeep.rolled();
         let sealed = sealed?;
         synced?;
         if self.durability == Durability::Os {
@@ -531,6 +540,12 @@ impl PartitionShared {
         // Holding the read lock only delays a roll: the lookup touches
         // memory, never the disk or another lock.
         let segments = self.segments.read();
+        // Again under the lock: retention moves the start offset while it
+        // holds the write lock, and a reader must not be served later
+        // records in place of deleted ones.
+        if offset < self.log_start() {
+            return Err(self.out_of_range(offset));
+        }
         let first = segments
             .partition_point(|s| s.base_offset() <= offset)
             .saturating_sub(1);
@@ -584,6 +599,8 @@ impl PartitionShared {
             log_end_offset: self.log_end(),
             segments: segments.len(),
             size_bytes: segments.iter().map(|s| s.published_len()).sum(),
+            active_segment_bytes: segments.last().map_or(0, |s| s.published_len()),
+            first_dirty_offset: self.cleaner_state().first_dirty.max(self.log_start()),
         }
     }
 }
@@ -925,6 +942,12 @@ pub struct PartitionStats {
     pub segments: usize,
     /// Bytes of record batches stored.
     pub size_bytes: u64,
+    /// Bytes in the active segment (never deleted or cleaned).
+    pub active_segment_bytes: u64,
+    /// The cleaner's dirty point: offsets below it were compacted (equal
+    /// to the log start offset before the first cleaning, and for topics
+    /// that are not compacted).
+    pub first_dirty_offset: u64,
 }
 
 #[derive(Debug)]

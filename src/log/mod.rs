@@ -6,15 +6,20 @@
 //! - [`segment`]: one `.log` file with its indexes, the read side.
 //! - [`writer`]: appending to the active segment.
 //! - [`open`]: creating, opening and recovering one segment.
+//! - [`offset_map`], [`clean`], [`swap`]: the log cleaner's key map, its
+//!   rewrite of sealed segments, and the crash-safe swap of the result.
 //! - [`load`] (here): opening a partition directory, with crash recovery.
 
+pub(crate) mod clean;
 pub(crate) mod index;
+pub(crate) mod offset_map;
 // Parts of the codec (control batches, rewriting base offsets) serve the
 // compaction and Kafka-protocol work that builds on it.
 pub(crate) mod open;
 #[allow(dead_code)]
 pub(crate) mod record;
 pub(crate) mod segment;
+pub(crate) mod swap;
 pub(crate) mod writer;
 
 use std::path::Path;
@@ -73,7 +78,10 @@ pub(crate) fn load(
     now_ms: i64,
 ) -> Result<Loaded> {
     let clean = last == LastShutdown::Clean;
-    let mut recovery = PartitionRecovery::default();
+    let mut recovery = PartitionRecovery {
+        removed_files: swap::recover(dir)?,
+        ..PartitionRecovery::default()
+    };
     let mut bases = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     let mut others = Vec::new();

@@ -365,6 +365,45 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
     batch[..LENGTH_AT].copy_from_slice(&base_offset.to_be_bytes());
 }
 
+/// Appends to `out` a copy of the batch `original` holding only some of
+/// its records: `records` are their encoded bytes (each with its length
+/// prefix, exactly as in `original`), `count` of them, with largest
+/// timestamp `max_timestamp`.
+///
+/// Everything the records' deltas are relative to stays as it was (base
+/// offset, base timestamp), so retained records are copied byte for byte
+/// and keep their offsets; `lastOffsetDelta` also stays, so the batch still
+/// ends at the original last offset, as Kafka's cleaner does for v2
+/// batches. Length, record count, max timestamp (for CreateTime batches)
+/// and the CRC-32C are recomputed.
+///
+/// # Panics
+/// If `original` is shorter than a batch header or the new batch would be
+/// larger than Kafka's i32 length allows (it is never larger than the
+/// original, so neither happens for a batch that passed [`check`]).
+pub fn rebuild_batch(
+    out: &mut Vec<u8>,
+    original: &[u8],
+    records: &[u8],
+    count: i32,
+    max_timestamp: i64,
+) {
+    let start = out.len();
+    out.extend_from_slice(&original[..BATCH_HEADER_LEN]);
+    out.extend_from_slice(records);
+    let len = BATCH_HEADER_LEN + records.len();
+    let batch = &mut out[start..];
+    let length = i32::try_from(len - LOG_OVERHEAD).expect("batch below i32::MAX bytes");
+    batch[LENGTH_AT..EPOCH_AT].copy_from_slice(&length.to_be_bytes());
+    let attributes = i16::from_be_bytes([batch[CRC_FROM], batch[CRC_FROM + 1]]);
+    if attributes & LOG_APPEND_TIME_BIT == 0 {
+        batch[MAX_TIMESTAMP_AT..PRODUCER_ID_AT].copy_from_slice(&max_timestamp.to_be_bytes());
+    }
+    batch[RECORDS_COUNT_AT..BATCH_HEADER_LEN].copy_from_slice(&count.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_FROM..len]);
+    batch[CRC_AT..CRC_FROM].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Size of a record after its length prefix.
 #[inline(always)]
 fn body_len(r: &Record, ts_delta: i64, offset_delta: i32) -> usize {
@@ -1048,6 +1087,13 @@ impl<'a> RecordViews<'a> {
         })
     }
 
+    /// Byte position in the batch of the next record (after the last one
+    /// returned): with the position before a call, the range of a record's
+    /// whole encoding (length prefix included).
+    pub(crate) fn position(&self) -> usize {
+        self.pos
+    }
+
     #[inline(always)]
     fn timestamp(&self, delta: i64) -> i64 {
         self.log_append_time
@@ -1711,6 +1757,38 @@ mod tests {
             .map(|r| r.offset)
             .collect();
         assert_eq!(offsets, [1_000_000, 1_000_001, 1_000_002]);
+    }
+
+    /// A rebuilt batch keeps the retained records' offsets, timestamps and
+    /// bytes, the original last offset, and passes the CRC check.
+    #[test]
+    fn rebuild_batch_keeps_offsets_and_is_valid() {
+        let (bytes, _) = encode(7, &sample(), NOW);
+        let header = check(&bytes).unwrap();
+        let all = decode_all(&bytes).unwrap();
+        // Keep only the last record: its raw bytes are the batch's tail.
+        let mut views = record_views(&bytes, &header).unwrap();
+        let mut ranges = Vec::new();
+        loop {
+            let from = views.position();
+            match views.next() {
+                Some(r) => {
+                    r.unwrap();
+                    ranges.push(from..views.position());
+                }
+                None => break,
+            }
+        }
+        let kept = &bytes[ranges[2].clone()];
+        let mut out = vec![0xAA]; // appends after what is there
+        rebuild_batch(&mut out, &bytes, kept, 1, all[2].timestamp);
+        let rebuilt = &out[1..];
+        let h = check(rebuilt).unwrap();
+        assert_eq!(h.base_offset, 7);
+        assert_eq!(h.last_offset(), header.last_offset());
+        assert_eq!(h.records_count, 1);
+        assert_eq!(h.max_timestamp, all[2].timestamp);
+        assert_eq!(decode_all(rebuilt).unwrap(), [all[2].clone()]);
     }
 
     #[test]

@@ -231,6 +231,12 @@ impl Segment {
         self.data.slice(start as usize..end as usize)
     }
 
+    /// Largest timestamp of the first batch, if one is published: what a
+    /// time-based roll counts from (Kafka's rolling-based timestamp).
+    pub fn first_batch_max_timestamp(&self) -> Option<i64> {
+        self.header_at(0).map(|h| h.max_timestamp)
+    }
+
     /// Header of the batch at `position`, if a whole published one starts there.
     pub(super) fn header_at(&self, position: u64) -> Option<BatchHeader> {
         let buf = self.view(position, u64::MAX);
@@ -305,8 +311,47 @@ impl Segment {
     /// descriptor (the map does not need one; the writer has its own), and
     /// fdatasync covers the inode's dirty pages whichever descriptor asks.
     pub fn sync(&self) -> Result<()> {
-        let file = File::open(&self.log_path).map_err(|e| Error::io(&self.log_path, e))?;
+        let file = match File::open(&self.log_path) {
+            Ok(file) => file,
+            // Retention or the cleaner made this segment durable, then
+            // deleted or replaced it (see `retire`): nothing left to sync.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && self.sealed_durable.load(Ordering::Acquire) =>
+            {
+                return Ok(());
+            }
+            Err(e) => return Err(Error::io(&self.log_path, e)),
+        };
         crate::io::fdatasync(&file, &self.log_path)
+    }
+
+    /// The paths of the segment's three files: `.log`, `.index`, `.timeindex`.
+    pub fn file_paths(&self) -> [PathBuf; 3] {
+        let stem = self.log_path.with_extension("");
+        [
+            self.log_path.clone(),
+            stem.with_extension("index"),
+            stem.with_extension("timeindex"),
+        ]
+    }
+
+    /// Unlinks a sealed segment's files, `.log` first: once it is gone the
+    /// segment no longer exists for `open`, which removes index files left
+    /// without their log. Unlinking (never truncating) is safe under live
+    /// maps: readers and `Bytes` keep the inode until they drop it.
+    ///
+    /// The caller made the segment durable first (`make_sealed_durable`), so
+    /// a sync still queued for it finds it gone and does nothing.
+    pub fn delete_files(&self) -> Result<()> {
+        for path in self.file_paths() {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+        Ok(())
     }
 
     #[cfg(test)]
