@@ -258,6 +258,7 @@ impl PartitionShared {
             let mut tombstone_due: Option<i64> = None;
             for group in groups(&below, self.config.segment_bytes) {
                 let cleaned = self.clean_group(group, map, rules)?;
+                report.bytes_read += cleaned.bytes_read;
                 report.bytes_written += cleaned.bytes_written;
                 report.records_read += cleaned.records_read;
                 report.records_removed += cleaned.records_removed;
@@ -298,6 +299,7 @@ impl PartitionShared {
         let cleaned = clean::write_cleaned(&self.dir, group, map, rules, opts)
             .inspect_err(|_| clean::discard_cleaned(&self.dir, base))?;
         let mut result = GroupResult {
+            bytes_read: cleaned.bytes_read,
             bytes_written: cleaned.bytes_written,
             records_read: cleaned.records_read,
             records_removed: cleaned.records_removed,
@@ -363,6 +365,7 @@ impl PartitionShared {
 
 #[derive(Debug, Clone, Copy)]
 struct GroupResult {
+    bytes_read: u64,
     bytes_written: u64,
     records_read: u64,
     records_removed: u64,

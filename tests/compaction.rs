@@ -1,0 +1,377 @@
+//! Compaction: after cleaning, the latest record per key is kept with its
+//! offset and in order (checked against a model, proptest), tombstones are
+//! kept for `delete_retention_ms` then removed, records in the active
+//! segment are never touched, batches stay valid Kafka v2 (CRC checked on
+//! read), several passes when the keys do not fit the map, the dirty point
+//! survives reopen, and bytes held across a swap stay intact.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::TempDir;
+use logbus::{CleanupPolicy, Log, LogConfig, ManualClock, Partition, Record, TopicConfig};
+use proptest::prelude::*;
+
+const T0: i64 = 1_700_000_000_000;
+const DAY_MS: u64 = 24 * 3600 * 1000;
+
+type Row = (u64, Option<Vec<u8>>, Option<Vec<u8>>);
+
+fn open(dir: &std::path::Path, clock: &Arc<ManualClock>, map_bytes: usize) -> Log {
+    let config = LogConfig::default()
+        .clock(Arc::clone(clock) as _)
+        .background_maintenance(false)
+        .cleaner_map_bytes(map_bytes);
+    Log::open(dir, config).unwrap()
+}
+
+fn compacted() -> TopicConfig {
+    TopicConfig::new(1)
+        .segment_bytes(4096)
+        .max_record_bytes(1024)
+        .segment_ms(None)
+        .cleanup_policy(CleanupPolicy::Compact)
+        .min_cleanable_dirty_ratio(0.0)
+        .delete_retention_ms(DAY_MS)
+}
+
+/// Every record, through the CRC-checking zero-copy reader.
+fn rows(p: &Partition) -> Vec<Row> {
+    let mut out = Vec::new();
+    let mut at = p.log_start_offset();
+    while at < p.log_end_offset() {
+        let fetched = p.fetch(at, 1 << 20).unwrap();
+        if fetched.bytes.is_empty() {
+            break;
+        }
+        let before = out.len();
+        for r in fetched.records() {
+            let r = r.unwrap();
+            out.push((
+                r.offset,
+                r.key.map(<[u8]>::to_vec),
+                r.value.map(<[u8]>::to_vec),
+            ));
+        }
+        // A batch whose records below its last offset were removed yields
+        // nothing from `at`: step over the gap.
+        at = out[before..].last().map_or(at + 1, |r| r.0 + 1);
+    }
+    out
+}
+
+/// What cleaning everything below `sealed_end` must leave: per key the
+/// latest record, plus every record at or past `sealed_end` (active
+/// segment), keyless records, and tombstones younger than the horizon.
+fn model(all: &[Row], sealed_end: u64, tombstone_horizon: i64, ts: &[i64]) -> Vec<Row> {
+    let mut latest: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+    for r in all.iter().filter(|r| r.0 < sealed_end) {
+        if let Some(k) = &r.1 {
+            latest.insert(k.clone(), r.0);
+        }
+    }
+    all.iter()
+        .filter(|r| {
+            if r.0 >= sealed_end {
+                return true;
+            }
+            match &r.1 {
+                None => true,
+                Some(k) => {
+                    latest[k] == r.0 && (r.2.is_some() || ts[r.0 as usize] > tombstone_horizon)
+                }
+            }
+        })
+        .cloned()
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(u8, u8),
+    Delete(u8),
+    Keyless(u8),
+    Roll,
+    Tick,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => (0u8..12, any::<u8>()).prop_map(|(k, v)| Op::Put(k, v)),
+        2 => (0u8..12).prop_map(Op::Delete),
+        1 => any::<u8>().prop_map(Op::Keyless),
+        1 => Just(Op::Roll),
+        1 => Just(Op::Tick),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Random keys, values, tombstones and rolls, then compaction (with a
+    /// tiny map, so it takes several passes): the log equals the model.
+    #[test]
+    fn compaction_matches_the_model(ops in prop::collection::vec(op(), 1..160), small_map in any::<bool>()) {
+        let dir = TempDir::new("compact-model");
+        let clock = Arc::new(ManualClock::new(T0));
+        let log = open(dir.path(), &clock, if small_map { 1024 } else { 1 << 20 });
+        let topic = log.create_topic("m", compacted().delete_retention_ms(10_000)).unwrap();
+        let p = topic.partition(0).unwrap().clone();
+        let producer = log.producer("m").unwrap();
+        let mut ts = Vec::new();
+        for op in &ops {
+            let record = match op {
+                Op::Put(k, v) => Record::new(vec![*v; 40]).key(vec![b'k', *k]),
+                Op::Delete(k) => Record::tombstone(vec![b'k', *k]),
+                Op::Keyless(v) => Record::new(vec![*v; 10]),
+                Op::Roll => { p.roll().unwrap(); continue; }
+                Op::Tick => { clock.advance(Duration::from_secs(4)); continue; }
+            };
+            producer.send(record).unwrap();
+            ts.push(clock.now_ms_pub());
+        }
+        // Seal everything, then a few records the cleaner must not touch.
+        p.roll().unwrap();
+        let sealed_end = p.log_end_offset();
+        for k in 0..3u8 {
+            producer.send(Record::new("active").key(vec![b'k', k])).unwrap();
+            ts.push(clock.now_ms_pub());
+        }
+        let all = rows(&p);
+        prop_assert_eq!(all.len() as u64, p.log_end_offset());
+        let summary = log.maintain().unwrap();
+        prop_assert!(summary.failures.is_empty(), "{:?}", summary.failures);
+        let horizon = clock.now_ms_pub() - 10_000;
+        let want = model(&all, sealed_end, horizon, &ts);
+        prop_assert_eq!(rows(&p), want.clone());
+        // The same after reopen, and a second pass changes nothing.
+        log.close().unwrap();
+        drop(log);
+        let log = open(dir.path(), &clock, 1 << 20);
+        let p = log.topic("m").unwrap().partition(0).unwrap().clone();
+        prop_assert_eq!(rows(&p), want.clone());
+        let again = log.maintain().unwrap();
+        prop_assert_eq!(again.records_removed, 0);
+        prop_assert_eq!(rows(&p), want);
+    }
+}
+
+trait NowPub {
+    fn now_ms_pub(&self) -> i64;
+}
+impl NowPub for ManualClock {
+    fn now_ms_pub(&self) -> i64 {
+        logbus::Clock::now_ms(self)
+    }
+}
+
+fn keyed(p: &logbus::Producer, key: &str, value: Option<&str>) -> u64 {
+    let record = match value {
+        Some(v) => Record::new(v.to_string()).key(key.to_string()),
+        None => Record::tombstone(key.to_string()),
+    };
+    p.send(record).unwrap().offset
+}
+
+/// A tombstone stays for `delete_retention_ms` (readers can see the
+/// delete), then a pass removes it, triggered by its due time alone.
+#[test]
+fn tombstones_are_kept_for_delete_retention_then_removed() {
+    let dir = TempDir::new("compact-tomb");
+    let clock = Arc::new(ManualClock::new(T0));
+    let log = open(dir.path(), &clock, 1 << 20);
+    let topic = log.create_topic("t", compacted()).unwrap();
+    let p = topic.partition(0).unwrap().clone();
+    let producer = log.producer("t").unwrap();
+    keyed(&producer, "a", Some("1"));
+    keyed(&producer, "b", Some("2"));
+    let tomb = keyed(&producer, "a", None);
+    p.roll().unwrap();
+    keyed(&producer, "c", Some("3")); // active: never cleaned
+
+    let summary = log.maintain().unwrap();
+    assert_eq!(summary.records_removed, 1); // a=1, superseded
+    assert_eq!(summary.next_due_ms, Some(T0 + DAY_MS as i64));
+    let keys: Vec<(u64, Option<Vec<u8>>)> = rows(&p).into_iter().map(|r| (r.0, r.2)).collect();
+    assert_eq!(
+        keys,
+        [
+            (1, Some(b"2".to_vec())),
+            (tomb, None),
+            (3, Some(b"3".to_vec()))
+        ]
+    );
+
+    clock.advance(Duration::from_millis(DAY_MS - 1));
+    assert_eq!(log.maintain().unwrap().records_removed, 0);
+    clock.advance(Duration::from_millis(1));
+    let summary = log.maintain().unwrap();
+    assert_eq!(summary.records_removed, 1, "{summary:?}");
+    let offsets: Vec<u64> = rows(&p).into_iter().map(|r| r.0).collect();
+    assert_eq!(offsets, [1, 3]);
+    assert_eq!(
+        p.log_start_offset(),
+        0,
+        "compaction never moves the log start"
+    );
+}
+
+/// Keys that do not fit the map are cleaned in several passes, with the
+/// same result; the figures count them.
+#[test]
+fn more_keys_than_the_map_holds_take_several_passes() {
+    let dir = TempDir::new("compact-passes");
+    let clock = Arc::new(ManualClock::new(T0));
+    // 1 KiB: 32 slots, 28 keys per pass.
+    let log = open(dir.path(), &clock, 1024);
+    let topic = log
+        .create_topic("p", compacted().segment_bytes(1 << 20))
+        .unwrap();
+    let p = topic.partition(0).unwrap().clone();
+    let producer = log.producer("p").unwrap();
+    for round in 0..3 {
+        for k in 0..100 {
+            keyed(&producer, &format!("key{k}"), Some(&format!("{round}")));
+        }
+    }
+    p.roll().unwrap();
+    let summary = log.maintain().unwrap();
+    assert_eq!(summary.records_removed, 200);
+    let left = rows(&p);
+    assert_eq!(left.len(), 100);
+    assert!(left.iter().all(|r| r.2.as_deref() == Some(&b"2"[..])));
+    assert_eq!(left.first().map(|r| r.0), Some(200));
+    let stats = log.cleaner_stats();
+    assert!(stats.passes >= 4, "{stats:?}");
+    assert_eq!(stats.runs, 1);
+    assert_eq!(stats.records_removed, 200);
+    assert!(stats.bytes_written < stats.bytes_read);
+    assert_eq!(stats.last_run_ms, Some(T0));
+    assert!(stats.keys >= 100);
+}
+
+/// The cleaner waits for `min_cleanable_dirty_ratio`, and its dirty point
+/// survives reopen (no re-cleaning of a clean log).
+#[test]
+fn dirty_ratio_gates_cleaning_and_the_dirty_point_persists() {
+    let dir = TempDir::new("compact-ratio");
+    let clock = Arc::new(ManualClock::new(T0));
+    {
+        let log = open(dir.path(), &clock, 1 << 20);
+        let topic = log
+            .create_topic("r", compacted().min_cleanable_dirty_ratio(0.5))
+            .unwrap();
+        let p = topic.partition(0).unwrap().clone();
+        let producer = log.producer("r").unwrap();
+        for i in 0..20 {
+            keyed(&producer, &format!("k{}", i % 4), Some("value"));
+        }
+        p.roll().unwrap();
+        assert_eq!(log.maintain().unwrap().partitions_cleaned, 1);
+        let first_dirty = p.stats().first_dirty_offset;
+        assert_eq!(first_dirty, 20);
+        // A little dirty data (well under half the log): not worth a pass.
+        keyed(&producer, "k0", Some("new"));
+        p.roll().unwrap();
+        assert_eq!(log.maintain().unwrap().partitions_cleaned, 0);
+        log.close().unwrap();
+    }
+    let log = open(dir.path(), &clock, 1 << 20);
+    let p = log.topic("r").unwrap().partition(0).unwrap().clone();
+    assert_eq!(p.stats().first_dirty_offset, 20);
+    assert_eq!(log.maintain().unwrap().partitions_cleaned, 0);
+    // Enough dirty data: cleaned.
+    let producer = log.producer("r").unwrap();
+    for _ in 0..10 {
+        keyed(&producer, "k1", Some("newer"));
+    }
+    p.roll().unwrap();
+    let summary = log.maintain().unwrap();
+    assert_eq!(summary.partitions_cleaned, 1);
+    let left: Vec<(u64, Vec<u8>)> = rows(&p).into_iter().map(|r| (r.0, r.2.unwrap())).collect();
+    assert_eq!(
+        left,
+        [
+            (18, b"value".to_vec()),
+            (19, b"value".to_vec()),
+            (20, b"new".to_vec()),
+            (30, b"newer".to_vec()),
+        ]
+    );
+}
+
+/// Records and batches held from segments the cleaner replaces stay
+/// byte-for-byte the same; new reads see the cleaned log.
+#[test]
+fn bytes_held_across_a_swap_stay_intact() {
+    let dir = TempDir::new("compact-held");
+    let clock = Arc::new(ManualClock::new(T0));
+    let log = open(dir.path(), &clock, 1 << 20);
+    let topic = log.create_topic("h", compacted()).unwrap();
+    let p = topic.partition(0).unwrap().clone();
+    let producer = log.producer("h").unwrap();
+    for i in 0..60 {
+        keyed(
+            &producer,
+            &format!("k{}", i % 3),
+            Some(&format!("value-{i:04}")),
+        );
+    }
+    p.roll().unwrap();
+    let held = p.read(0, 10).unwrap();
+    let fetched = p.fetch(0, 1 << 20).unwrap();
+    let copy = fetched.bytes.to_vec();
+    let summary = log.maintain().unwrap();
+    assert!(summary.segments_cleaned > 0);
+    assert_eq!(&fetched.bytes[..], &copy[..]);
+    for r in &held {
+        let want = format!("value-{:04}", r.offset);
+        assert_eq!(r.value.as_deref(), Some(want.as_bytes()));
+    }
+    // One record per batch: every record the fetch covered is still there.
+    assert_eq!(fetched.records().count(), count_batches(&copy));
+    let now: Vec<u64> = rows(&p).into_iter().map(|r| r.0).collect();
+    assert_eq!(now, [57, 58, 59]);
+}
+
+fn count_batches(bytes: &[u8]) -> usize {
+    let mut n = 0;
+    let mut at = 0;
+    while at + 12 <= bytes.len() {
+        let len = i32::from_be_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        at += 12 + len;
+        n += 1;
+    }
+    n
+}
+
+/// `compact,delete`: retention deletes old segments too.
+#[test]
+fn compact_delete_also_applies_retention() {
+    let dir = TempDir::new("compact-delete");
+    let clock = Arc::new(ManualClock::new(T0));
+    let log = open(dir.path(), &clock, 1 << 20);
+    let topic = log
+        .create_topic(
+            "cd",
+            compacted()
+                .cleanup_policy(CleanupPolicy::CompactDelete)
+                .retention_ms(Some(1_000)),
+        )
+        .unwrap();
+    let p = topic.partition(0).unwrap().clone();
+    let producer = log.producer("cd").unwrap();
+    keyed(&producer, "a", Some("1"));
+    keyed(&producer, "a", Some("2"));
+    p.roll().unwrap();
+    clock.advance(Duration::from_secs(2));
+    keyed(&producer, "b", Some("3"));
+    let summary = log.maintain().unwrap();
+    assert_eq!(summary.segments_deleted, 1);
+    assert_eq!(p.log_start_offset(), 2);
+    let offsets: Vec<u64> = rows(&p).into_iter().map(|r| r.0).collect();
+    assert_eq!(offsets, [2]);
+}
