@@ -27,7 +27,6 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::config::{CleanupPolicy, Clock};
 use crate::error::{Error, Result};
-use crate::log::offset_map::OffsetMap;
 use crate::partition::{PartitionShared, segment_meta};
 use crate::retention::{self, Rules, SegmentMeta};
 use crate::worker::PartitionSource;
@@ -93,9 +92,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     source: Arc<dyn PartitionSource>,
     map_bytes: usize,
-    /// The cleaner's map, allocated on first use. Its lock is also the pass
-    /// lock: one pass at a time, whoever runs it.
-    map: Mutex<Option<OffsetMap>>,
+    /// One pass at a time, whoever runs it.
+    pass_lock: Mutex<()>,
     stats: Mutex<CleanerStats>,
     floor: RwLock<Option<RetentionFloor>>,
 }
@@ -131,7 +129,7 @@ impl Maintenance {
             clock,
             source,
             map_bytes,
-            map: Mutex::new(None),
+            pass_lock: Mutex::new(()),
             stats: Mutex::new(CleanerStats::default()),
             floor: RwLock::new(None),
         });
@@ -178,7 +176,7 @@ impl Maintenance {
             // A panicked thread has nothing left to clean up.
             let _ = handle.join();
         }
-        drop(self.inner.map.lock());
+        drop(self.inner.pass_lock.lock());
     }
 }
 
@@ -203,13 +201,13 @@ fn run(inner: &Inner, wake: &Receiver<()>, stop: &Receiver<()>) {
 
 impl Inner {
     fn pass(&self) -> MaintenanceSummary {
-        let mut map = self.map.lock();
+        let _pass = self.pass_lock.lock();
         let mut summary = MaintenanceSummary::default();
         for p in self.source.partitions() {
             if p.is_closed() || p.upkeep_disabled() {
                 continue;
             }
-            match self.partition_pass(&p, &mut map, &mut summary) {
+            match self.partition_pass(&p, &mut summary) {
                 Ok(due) => {
                     if let Some(due) = due {
                         summary.next_due_ms =
@@ -229,7 +227,6 @@ impl Inner {
     fn partition_pass(
         &self,
         p: &PartitionShared,
-        map: &mut Option<OffsetMap>,
         summary: &mut MaintenanceSummary,
     ) -> Result<Option<i64>> {
         let now = self.clock.now_ms();
@@ -274,8 +271,7 @@ impl Inner {
             CleanupPolicy::Compact | CleanupPolicy::CompactDelete
         ) {
             let started = Instant::now();
-            let map = map.get_or_insert_with(|| OffsetMap::with_memory(self.map_bytes));
-            let report = p.clean(map, now, config.min_cleanable_dirty_ratio)?;
+            let report = p.clean(self.map_bytes, now, config.min_cleanable_dirty_ratio)?;
             if report.passes > 0 {
                 let took = started.elapsed();
                 let mut stats = self.stats.lock();

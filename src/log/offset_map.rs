@@ -53,6 +53,16 @@ impl OffsetMap {
         }
     }
 
+    /// A map for at most `keys` distinct keys, using at most about
+    /// `max_bytes`: a small dirty section gets a small map.
+    pub fn for_keys(keys: u64, max_bytes: usize) -> OffsetMap {
+        let needed = (keys as f64 / LOAD_FACTOR) as u64 + 1;
+        let bytes = usize::try_from(needed.saturating_mul(2 * SLOT_BYTES as u64))
+            .unwrap_or(usize::MAX)
+            .min(max_bytes);
+        OffsetMap::with_memory(bytes)
+    }
+
     /// Distinct keys stored.
     pub fn len(&self) -> usize {
         self.used

@@ -225,13 +225,9 @@ impl PartitionShared {
     /// Cleans the log if the dirty ratio (or a due tombstone) asks for it:
     /// as many map passes as needed to reach the active segment, each
     /// rewriting the sealed segments below its end. `min_ratio` is the
-    /// topic's `min_cleanable_dirty_ratio` (0 to force a pass).
-    pub(crate) fn clean(
-        &self,
-        map: &mut OffsetMap,
-        now: i64,
-        min_ratio: f64,
-    ) -> Result<CleanReport> {
+    /// topic's `min_cleanable_dirty_ratio` (0 to force a pass); the key
+    /// map uses at most `map_bytes`, sized down to the dirty section.
+    pub(crate) fn clean(&self, map_bytes: usize, now: i64, min_ratio: f64) -> Result<CleanReport> {
         let mut report = CleanReport::default();
         for _ in 0..MAX_PASSES {
             let (sealed, _) = self.sealed_segments();
@@ -241,6 +237,10 @@ impl PartitionShared {
             if !compaction::should_clean(&metas, first_dirty, min_ratio, state.tombstone_due, now) {
                 break;
             }
+            let dirty_offsets = sealed
+                .last()
+                .map_or(0, |s| s.next_offset().saturating_sub(first_dirty));
+            let map = &mut OffsetMap::for_keys(dirty_offsets, map_bytes);
             let built = clean::build_offset_map(&sealed, first_dirty, map)?;
             report.passes += 1;
             report.bytes_read += built.bytes_read;
