@@ -229,6 +229,10 @@ impl Inner {
         p: &PartitionShared,
         summary: &mut MaintenanceSummary,
     ) -> Result<Option<i64>> {
+        let _busy = p.upkeep_busy();
+        if p.is_closed() {
+            return Ok(None);
+        }
         let now = self.clock.now_ms();
         let config = p.config();
         if p.roll_if_due(now)? {

@@ -511,6 +511,10 @@ impl PartitionShared {
         self.closed.store(true, Ordering::Release);
         self.writer.lock().active = None;
         self.waiters.wake_all();
+        // The caller renames the directory next: wait out maintenance work
+        // on it (it stops at its next closed check), so no cleaner writes
+        // into a directory a new topic of the same name may then own.
+        self.upkeep.wait_idle();
     }
 
     pub(crate) fn is_closed(&self) -> bool {

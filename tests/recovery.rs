@@ -29,10 +29,13 @@ fn config() -> LogConfig {
 /// Small segments and a dense index, so a few hundred records span several
 /// segments and every segment has index entries.
 fn small_topic(segment_bytes: u64) -> TopicConfig {
+    // No retention: some tests write timestamps far in the past, which the
+    // background maintenance thread would otherwise delete mid-test.
     TopicConfig::new(1)
         .segment_bytes(segment_bytes)
         .max_record_bytes(2 << 10)
         .index_interval_bytes(256)
+        .retention_ms(None)
 }
 
 fn pdir(root: &Path) -> PathBuf {

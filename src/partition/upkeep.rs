@@ -43,6 +43,8 @@ pub(crate) struct Upkeep {
     disabled: AtomicBool,
     /// Wakes the maintenance thread when a segment is sealed.
     waker: Option<Sender<()>>,
+    /// Held while maintenance works on the partition's files.
+    busy: Mutex<()>,
 }
 
 /// Where the cleaner stands in one partition.
@@ -75,7 +77,13 @@ impl Upkeep {
             })),
             disabled: AtomicBool::new(false),
             waker,
+            busy: Mutex::new(()),
         }
+    }
+
+    /// Returns once no maintenance work runs on the partition.
+    pub(crate) fn wait_idle(&self) {
+        drop(self.busy.lock());
     }
 
     /// A segment was sealed: retention and the cleaner may have work.
@@ -139,6 +147,20 @@ impl PartitionShared {
 
     pub(crate) fn upkeep_disabled(&self) -> bool {
         self.upkeep.disabled.load(Ordering::Acquire)
+    }
+
+    /// Held by maintenance while it works on this partition; `abandon`
+    /// waits for it. Lock order: `busy` before `writer` and `segments`.
+    pub(crate) fn upkeep_busy(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.upkeep.busy.lock()
+    }
+
+    fn check_not_closed(&self) -> Result<()> {
+        if self.is_closed() {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
     }
 
     pub(crate) fn cleaner_state(&self) -> CleanerState {
@@ -257,6 +279,7 @@ impl PartitionShared {
                 .collect();
             let mut tombstone_due: Option<i64> = None;
             for group in groups(&below, self.config.segment_bytes) {
+                self.check_not_closed()?;
                 let cleaned = self.clean_group(group, map, rules)?;
                 report.bytes_read += cleaned.bytes_read;
                 report.bytes_written += cleaned.bytes_written;
@@ -310,6 +333,7 @@ impl PartitionShared {
             clean::discard_cleaned(&self.dir, base);
             return Ok(result);
         }
+        self.check_not_closed()?;
         self.install_cleaned(group, rules.now_ms)
             .inspect_err(|_| self.upkeep.disabled.store(true, Ordering::Release))?;
         result.replaced = true;
