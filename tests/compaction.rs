@@ -375,3 +375,46 @@ fn compact_delete_also_applies_retention() {
     let offsets: Vec<u64> = rows(&p).into_iter().map(|r| r.0).collect();
     assert_eq!(offsets, [2]);
 }
+
+/// The cleaner compacts the internal `__consumer_offsets` topic like any
+/// compacted topic: many commits shrink to the latest per partition, and
+/// the committed offsets are the same after cleaning and reopen.
+#[test]
+fn consumer_offsets_topic_is_compacted_and_offsets_survive() {
+    use logbus::{ConsumerGroup, GroupConfig, TopicPartition};
+    let dir = TempDir::new("compact-offsets");
+    let tp = TopicPartition::new("in", 0);
+    let config = || LogConfig::default().background_maintenance(false);
+    {
+        let log = Log::open(dir.path(), config()).unwrap();
+        log.create_topic("in", TopicConfig::new(1)).unwrap();
+        let producer = log.producer("in").unwrap();
+        let batch: Vec<Record> = (0..300).map(|i| Record::new(format!("r{i}"))).collect();
+        producer.send_batch(&batch).unwrap();
+        let mut m =
+            ConsumerGroup::join(&log, "g", &["in"], GroupConfig::default().auto_commit(false))
+                .unwrap();
+        let give_up = std::time::Instant::now() + Duration::from_secs(20);
+        while m.assignment().is_empty() {
+            assert!(std::time::Instant::now() < give_up);
+            m.poll(Duration::from_millis(10)).unwrap();
+        }
+        for offset in 1..=300 {
+            m.commit_offsets(&[(tp.clone(), offset)]).unwrap();
+        }
+        let offsets = log.topic("__consumer_offsets").unwrap();
+        let p = offsets.partition(0).unwrap().clone();
+        let before = p.stats();
+        p.roll().unwrap();
+        let summary = log.maintain().unwrap();
+        assert!(summary.failures.is_empty(), "{:?}", summary.failures);
+        assert!(summary.records_removed >= 299, "{summary:?}");
+        assert!(p.stats().size_bytes < before.size_bytes / 10, "{:?}", p.stats());
+        assert_eq!(m.committed(&tp).map(|c| c.offset), Some(300));
+        m.leave().unwrap();
+        log.close().unwrap();
+    }
+    let log = Log::open(dir.path(), config()).unwrap();
+    let desc = log.describe_group("g").unwrap();
+    assert_eq!(desc.offsets[0].committed, Some(300));
+}
