@@ -391,9 +391,13 @@ fn consumer_offsets_topic_is_compacted_and_offsets_survive() {
         let producer = log.producer("in").unwrap();
         let batch: Vec<Record> = (0..300).map(|i| Record::new(format!("r{i}"))).collect();
         producer.send_batch(&batch).unwrap();
-        let mut m =
-            ConsumerGroup::join(&log, "g", &["in"], GroupConfig::default().auto_commit(false))
-                .unwrap();
+        let mut m = ConsumerGroup::join(
+            &log,
+            "g",
+            &["in"],
+            GroupConfig::default().auto_commit(false),
+        )
+        .unwrap();
         let give_up = std::time::Instant::now() + Duration::from_secs(20);
         while m.assignment().is_empty() {
             assert!(std::time::Instant::now() < give_up);
@@ -409,7 +413,11 @@ fn consumer_offsets_topic_is_compacted_and_offsets_survive() {
         let summary = log.maintain().unwrap();
         assert!(summary.failures.is_empty(), "{:?}", summary.failures);
         assert!(summary.records_removed >= 299, "{summary:?}");
-        assert!(p.stats().size_bytes < before.size_bytes / 10, "{:?}", p.stats());
+        assert!(
+            p.stats().size_bytes < before.size_bytes / 10,
+            "{:?}",
+            p.stats()
+        );
         assert_eq!(m.committed(&tp).map(|c| c.offset), Some(300));
         m.leave().unwrap();
         log.close().unwrap();
