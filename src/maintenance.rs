@@ -184,12 +184,17 @@ fn run(inner: &Inner, wake: &Receiver<()>, stop: &Receiver<()>) {
     loop {
         let summary = inner.pass();
         let now = inner.clock.now_ms();
-        let mut wait = summary
-            .next_due_ms
-            .map(|due| Duration::from_millis(u64::try_from(due.saturating_sub(now)).unwrap_or(0)));
-        if !summary.failures.is_empty() {
-            wait = Some(wait.map_or(RETRY_AFTER, |w| w.min(RETRY_AFTER)));
-        }
+        let wait = if summary.failures.is_empty() {
+            // At least 1 ms: something due that a pass could not do must not
+            // turn this loop into a spin.
+            summary.next_due_ms.map(|due| {
+                Duration::from_millis(u64::try_from(due.saturating_sub(now)).unwrap_or(0).max(1))
+            })
+        } else {
+            // A failing partition may stay "due": retry it later, not now.
+            // (A sealed segment still wakes the thread earlier.)
+            Some(RETRY_AFTER)
+        };
         let timer = wait.map_or_else(crossbeam_channel::never, crossbeam_channel::after);
         crossbeam_channel::select! {
             recv(stop) -> _ => return,
