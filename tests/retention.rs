@@ -349,3 +349,82 @@ fn crash_between_unlinks_leaves_a_consistent_log() {
     let rest = read_all(&p, second_base);
     assert_eq!(rest.len() as u64, 10 - second_base);
 }
+
+/// Appends, consumers and maintenance (the thread and `maintain` calls)
+/// at once, on a `delete` topic with tiny size retention and on a
+/// compacted one: every record a consumer gets is whole and at its offset,
+/// offsets only go up, and no call fails.
+#[test]
+fn appends_reads_and_maintenance_run_together() {
+    use logbus::CleanupPolicy;
+    let dir = TempDir::new("ret-together");
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    // 16 KiB segments: 15 records each (smaller ones make the test about
+    // the flusher's fsync per roll).
+    let topic = || small_segments().segment_bytes(16 << 10);
+    log.create_topic("del", topic().retention_bytes(Some(32 << 10)))
+        .unwrap();
+    log.create_topic(
+        "cmp",
+        topic()
+            .cleanup_policy(CleanupPolicy::Compact)
+            .min_cleanable_dirty_ratio(0.0),
+    )
+    .unwrap();
+    const N: u64 = 1000;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for topic in ["del", "cmp"] {
+        let producer = log.producer(topic).unwrap();
+        threads.push(std::thread::spawn(move || {
+            for i in 0..N {
+                let r = Record::new(value(i)).key(format!("k{}", i % 50));
+                assert_eq!(producer.send(r).unwrap().offset, i);
+            }
+        }));
+        let log = log.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut c = log.consumer(ConsumerConfig::default().offset_reset(OffsetReset::Earliest));
+            c.assign(&[TopicPartition::new(topic, 0)]).unwrap();
+            let mut last = None;
+            let give_up = Instant::now() + Duration::from_secs(60);
+            while last != Some(N - 1) {
+                assert!(Instant::now() < give_up, "{topic}: stuck at {last:?}");
+                for r in c.poll(Duration::from_millis(10)).unwrap() {
+                    assert_eq!(r.value.as_deref(), Some(&value(r.offset)[..]), "{topic}");
+                    assert!(
+                        last.is_none_or(|l| r.offset > l),
+                        "{topic}: {last:?} then {}",
+                        r.offset
+                    );
+                    last = Some(r.offset);
+                }
+            }
+        }));
+    }
+    let maintainer = {
+        let log = log.clone();
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut passes = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let summary = log.maintain().unwrap();
+                assert!(summary.failures.is_empty(), "{:?}", summary.failures);
+                passes += 1;
+                // Each pass fsyncs what it rewrites: leave the disk to the
+                // producers between passes.
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            passes
+        })
+    };
+    for t in threads {
+        t.join().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(maintainer.join().unwrap() > 0);
+    let del = log.topic("del").unwrap().partition(0).unwrap().clone();
+    assert!(del.log_start_offset() > 0);
+    assert!(log.cleaner_stats().records_removed > 0);
+    log.close().unwrap();
+}
