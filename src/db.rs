@@ -363,6 +363,16 @@ impl Log {
     }
 
     /// The log cleaner's figures since the log was opened.
+    ///
+    /// ```
+    /// # use logbus::{Log, LogConfig};
+    /// # let dir = std::env::temp_dir().join(format!("logbus-doc-cstats-{}", std::process::id()));
+    /// let log = Log::open(&dir, LogConfig::default())?;
+    /// let stats = log.cleaner_stats();
+    /// assert_eq!((stats.runs, stats.bytes_read), (0, 0)); // nothing compacted yet
+    /// # drop(log); std::fs::remove_dir_all(&dir).ok();
+    /// # Ok::<(), logbus::Error>(())
+    /// ```
     pub fn cleaner_stats(&self) -> CleanerStats {
         self.handle.maintenance.stats()
     }

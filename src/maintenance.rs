@@ -92,8 +92,9 @@ struct Inner {
     clock: Arc<dyn Clock>,
     source: Arc<dyn PartitionSource>,
     map_bytes: usize,
-    /// One pass at a time, whoever runs it.
-    pass_lock: Mutex<()>,
+    /// One pass at a time, whoever runs it. Holds true once stopped: no
+    /// pass may start after `stop` (the partitions are closing).
+    pass_lock: Mutex<bool>,
     stats: Mutex<CleanerStats>,
     floor: RwLock<Option<RetentionFloor>>,
 }
@@ -129,7 +130,7 @@ impl Maintenance {
             clock,
             source,
             map_bytes,
-            pass_lock: Mutex::new(()),
+            pass_lock: Mutex::new(false),
             stats: Mutex::new(CleanerStats::default()),
             floor: RwLock::new(None),
         });
@@ -176,7 +177,7 @@ impl Maintenance {
             // A panicked thread has nothing left to clean up.
             let _ = handle.join();
         }
-        drop(self.inner.pass_lock.lock());
+        *self.inner.pass_lock.lock() = true;
     }
 }
 
@@ -206,8 +207,11 @@ fn run(inner: &Inner, wake: &Receiver<()>, stop: &Receiver<()>) {
 
 impl Inner {
     fn pass(&self) -> MaintenanceSummary {
-        let _pass = self.pass_lock.lock();
+        let stopped = self.pass_lock.lock();
         let mut summary = MaintenanceSummary::default();
+        if *stopped {
+            return summary;
+        }
         for p in self.source.partitions() {
             if p.is_closed() || p.upkeep_disabled() {
                 continue;
