@@ -338,7 +338,8 @@ impl Log {
     /// ```
     /// use logbus::{CleanupPolicy, Log, LogConfig, Record, TopicConfig};
     /// # let dir = std::env::temp_dir().join(format!("logbus-doc-maintain-{}", std::process::id()));
-    /// let log = Log::open(&dir, LogConfig::default())?;
+    /// // No background thread, so the pass below is the one that cleans.
+    /// let log = Log::open(&dir, LogConfig::default().background_maintenance(false))?;
     /// let topic = log.create_topic("kv", TopicConfig::new(1)
     ///     .cleanup_policy(CleanupPolicy::Compact)
     ///     .min_cleanable_dirty_ratio(0.0))?;
