@@ -426,3 +426,108 @@ fn consumer_offsets_topic_is_compacted_and_offsets_survive() {
     let desc = log.describe_group("g").unwrap();
     assert_eq!(desc.offsets[0].committed, Some(300));
 }
+
+#[derive(Debug, Clone)]
+enum Step {
+    Put(u8, u8),
+    Delete(u8),
+    Roll,
+    Tick,
+    Maintain,
+    Reopen,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        8 => (0u8..10, any::<u8>()).prop_map(|(k, v)| Step::Put(k, v)),
+        2 => (0u8..10).prop_map(Step::Delete),
+        2 => Just(Step::Roll),
+        1 => Just(Step::Tick),
+        2 => Just(Step::Maintain),
+        1 => Just(Step::Reopen),
+    ]
+}
+
+/// The model of one pass: below `sealed_end`, the latest record per key,
+/// without tombstones whose retention is over.
+fn clean_model(rows: &mut Vec<(Row, i64)>, sealed_end: u64, now: i64, delete_retention: i64) {
+    let mut latest: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+    for (r, _) in rows.iter().filter(|(r, _)| r.0 < sealed_end) {
+        if let Some(k) = &r.1 {
+            latest.insert(k.clone(), r.0);
+        }
+    }
+    rows.retain(|(r, ts)| {
+        r.0 >= sealed_end
+            || r.1
+                .as_ref()
+                .is_none_or(|k| latest[k] == r.0 && (r.2.is_some() || ts + delete_retention > now))
+    });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// Produce, roll, clean and reopen in any order (large segments, so
+    /// only explicit rolls seal): after every step the log equals the
+    /// model, which applies one cleaning of the sealed segments at each
+    /// `maintain`.
+    #[test]
+    fn interleaved_cleaning_and_reopen_match_the_model(
+        steps in prop::collection::vec(step(), 1..80),
+        small_map in any::<bool>(),
+    ) {
+        const RETAIN: i64 = 10_000;
+        let dir = TempDir::new("compact-steps");
+        let clock = Arc::new(ManualClock::new(T0));
+        let map = if small_map { 1024 } else { 1 << 20 };
+        let mut log = open(dir.path(), &clock, map);
+        log.create_topic(
+            "s",
+            compacted()
+                .segment_bytes(1 << 20)
+                .delete_retention_ms(RETAIN as u64),
+        )
+        .unwrap();
+        let mut model: Vec<(Row, i64)> = Vec::new();
+        let mut next = 0u64;
+        let mut sealed_end = 0u64;
+        for step in &steps {
+            let p = log.topic("s").unwrap().partition(0).unwrap().clone();
+            match step {
+                Step::Put(..) | Step::Delete(_) => {
+                    let (key, value) = match step {
+                        Step::Put(k, v) => (vec![b'k', *k], Some(vec![*v; 30])),
+                        Step::Delete(k) => (vec![b'k', *k], None),
+                        _ => unreachable!(),
+                    };
+                    let record = match &value {
+                        Some(v) => Record::new(v.clone()).key(key.clone()),
+                        None => Record::tombstone(key.clone()),
+                    };
+                    let offset = log.producer("s").unwrap().send(record).unwrap().offset;
+                    prop_assert_eq!(offset, next);
+                    model.push(((offset, Some(key), value), clock.now_ms_pub()));
+                    next += 1;
+                }
+                Step::Roll => {
+                    p.roll().unwrap();
+                    sealed_end = next;
+                }
+                Step::Tick => clock.advance(Duration::from_secs(4)),
+                Step::Maintain => {
+                    let summary = log.maintain().unwrap();
+                    prop_assert!(summary.failures.is_empty(), "{:?}", summary.failures);
+                    clean_model(&mut model, sealed_end, clock.now_ms_pub(), RETAIN);
+                }
+                Step::Reopen => {
+                    log.close().unwrap();
+                    log = open(dir.path(), &clock, map);
+                }
+            }
+            let p = log.topic("s").unwrap().partition(0).unwrap().clone();
+            let want: Vec<Row> = model.iter().map(|(r, _)| r.clone()).collect();
+            prop_assert_eq!(rows(&p), want, "after {:?}", step);
+        }
+    }
+}
