@@ -226,6 +226,18 @@ pub enum Error {
         /// The strategy the joining member asked for.
         requested: &'static str,
     },
+
+    /// Maintenance (retention or the cleaner) found a partition's segment
+    /// list changed under it. Its files may not match memory, so
+    /// maintenance leaves the partition alone until the log is reopened
+    /// (whose recovery finishes any swap). Not expected in practice.
+    #[error("maintenance of {path} stopped: {reason}")]
+    SegmentsChanged {
+        /// The partition directory.
+        path: PathBuf,
+        /// What did not match.
+        reason: &'static str,
+    },
 }
 
 impl Error {

@@ -155,6 +155,14 @@ impl PartitionShared {
         self.upkeep.busy.lock()
     }
 
+    fn segments_changed(&self, reason: &'static str) -> Error {
+        self.upkeep.disabled.store(true, Ordering::Release);
+        Error::SegmentsChanged {
+            path: self.dir.clone(),
+            reason,
+        }
+    }
+
     fn check_not_closed(&self) -> Result<()> {
         if self.is_closed() {
             Err(Error::Closed)
@@ -221,11 +229,7 @@ impl PartitionShared {
                     .zip(segments.iter())
                     .all(|(a, b)| Arc::ptr_eq(a, b));
             if !is_prefix {
-                return Err(Error::corrupt(
-                    &self.dir,
-                    0,
-                    "segments to delete are no longer the oldest",
-                ));
+                return Err(self.segments_changed("segments to delete are no longer the oldest"));
             }
             segments.drain(..doomed.len());
             // Under the list's lock: a fetch holding the read lock sees the
@@ -358,11 +362,7 @@ impl PartitionShared {
             now,
         )?;
         let Opened::Sealed(new) = opened else {
-            return Err(Error::corrupt(
-                &self.dir,
-                0,
-                "cleaned segment opened active",
-            ));
+            return Err(self.segments_changed("cleaned segment opened as active"));
         };
         let mut segments = self.segments.write();
         let at = segments.iter().position(|s| Arc::ptr_eq(s, first));
@@ -378,11 +378,7 @@ impl PartitionShared {
                 segments.splice(i..i + old.len(), [new]);
                 Ok(())
             }
-            _ => Err(Error::corrupt(
-                &self.dir,
-                0,
-                "cleaned segments changed during the swap",
-            )),
+            _ => Err(self.segments_changed("cleaned segments changed during the swap")),
         }
     }
 }
