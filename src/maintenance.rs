@@ -5,8 +5,9 @@
 //! The thread sleeps until the next thing is due — the earliest time-based
 //! roll, segment expiry or tombstone expiry of any partition, computed by
 //! each pass — or until a partition seals a segment (retention by size and
-//! the dirty ratio only change then). An idle log therefore costs no CPU:
-//! no polling interval.
+//! the dirty ratio only change then), and at least once an hour (the due
+//! times are wall-clock; the sleep is not). An idle log therefore costs
+//! next to no CPU: one cheap pass an hour, no polling interval.
 //!
 //! Decisions are the pure policies in `retention` and `compaction`; the
 //! changes to segments are `PartitionShared`'s (`partition::upkeep`).
@@ -33,6 +34,10 @@ use crate::worker::PartitionSource;
 
 /// How long the thread waits before retrying after a failed pass.
 const RETRY_AFTER: Duration = Duration::from_secs(30);
+/// Longest sleep: due times are wall-clock milliseconds, the sleep is
+/// monotonic, so a wall clock set forward is noticed within this; it also
+/// keeps far-future deadlines (retention of years) from overflowing.
+const MAX_SLEEP: Duration = Duration::from_secs(3600);
 
 /// `(topic, partition) -> lowest offset still needed`; see the module docs.
 pub(crate) type RetentionFloor = Arc<dyn Fn(&str, u32) -> Option<u64> + Send + Sync>;
@@ -185,18 +190,19 @@ fn run(inner: &Inner, wake: &Receiver<()>, stop: &Receiver<()>) {
     loop {
         let summary = inner.pass();
         let now = inner.clock.now_ms();
-        let wait = if summary.failures.is_empty() {
+        let wait: Duration = if summary.failures.is_empty() {
             // At least 1 ms: something due that a pass could not do must not
             // turn this loop into a spin.
-            summary.next_due_ms.map(|due| {
+            let sleep = summary.next_due_ms.map(|due| {
                 Duration::from_millis(u64::try_from(due.saturating_sub(now)).unwrap_or(0).max(1))
-            })
+            });
+            sleep.unwrap_or(MAX_SLEEP).min(MAX_SLEEP)
         } else {
             // A failing partition may stay "due": retry it later, not now.
             // (A sealed segment still wakes the thread earlier.)
-            Some(RETRY_AFTER)
+            RETRY_AFTER
         };
-        let timer = wait.map_or_else(crossbeam_channel::never, crossbeam_channel::after);
+        let timer = crossbeam_channel::after(wait);
         crossbeam_channel::select! {
             recv(stop) -> _ => return,
             recv(wake) -> msg => if msg.is_err() { return },
