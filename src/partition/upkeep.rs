@@ -258,7 +258,14 @@ impl PartitionShared {
         for _ in 0..MAX_PASSES {
             let (sealed, _) = self.sealed_segments();
             let state = self.cleaner_state();
-            let first_dirty = state.first_dirty.max(self.log_start());
+            // A dirty point past the log end means records it covered were
+            // lost (a power loss before a sealed segment was synced) and
+            // others took their offsets: clean everything again.
+            let first_dirty = if state.first_dirty > self.log_end() {
+                self.log_start()
+            } else {
+                state.first_dirty.max(self.log_start())
+            };
             let metas: Vec<SegmentMeta> = sealed.iter().map(|s| meta(s)).collect();
             if !compaction::should_clean(&metas, first_dirty, min_ratio, state.tombstone_due, now) {
                 break;
