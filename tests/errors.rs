@@ -23,10 +23,13 @@ fn config() -> LogConfig {
 }
 
 fn topic_config(partitions: u32) -> TopicConfig {
+    // No retention: records carry arbitrary timestamps, and the background
+    // maintenance thread would delete rolled segments of old ones.
     TopicConfig::new(partitions)
         .segment_bytes(64 << 10)
         .max_record_bytes(1024)
         .index_interval_bytes(512)
+        .retention_ms(None)
 }
 
 fn names_in(dir: &Path) -> BTreeSet<String> {
