@@ -363,6 +363,14 @@ impl Log {
         Ok(self.handle.maintenance.run_pass())
     }
 
+    /// Installs the retention floor: `(topic, partition) -> lowest offset
+    /// some consumer group still needs` (see `maintenance`'s module docs).
+    /// Sealed segments wholly below it are deleted as consumed.
+    #[allow(dead_code, reason = "consumer-group retention plugs in here")]
+    pub(crate) fn set_retention_floor(&self, floor: Option<crate::maintenance::RetentionFloor>) {
+        self.handle.maintenance.set_retention_floor(floor);
+    }
+
     /// The log cleaner's figures since the log was opened.
     ///
     /// ```

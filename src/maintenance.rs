@@ -13,7 +13,7 @@
 //! changes to segments are `PartitionShared`'s (`partition::upkeep`).
 //!
 //! # The retention floor hook
-//! [`Maintenance::set_retention_floor`] installs a function
+//! `Log::set_retention_floor` (crate-internal) installs a function
 //! `(topic, partition) -> Option<u64>`: the lowest offset some consumer
 //! group still needs there. Retention deletes sealed segments that lie
 //! wholly below it (reason "consumed"); `None` means no such rule. Consumer
@@ -169,7 +169,6 @@ impl Maintenance {
     }
 
     /// Installs the retention floor hook (see the module docs).
-    #[allow(dead_code, reason = "consumer-group retention plugs in here")]
     pub fn set_retention_floor(&self, floor: Option<RetentionFloor>) {
         *self.inner.floor.write() = floor;
     }
@@ -311,5 +310,60 @@ impl Inner {
             earliest(p.cleaner_state().tombstone_due);
         }
         Ok(due)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use crate::testutil::TempDir;
+    use crate::{Log, LogConfig, Record, TopicConfig};
+
+    /// The floor hook: sealed segments wholly below the offset it returns
+    /// are deleted ("consumed"), the rest stay, whatever time and size say.
+    #[test]
+    fn retention_floor_deletes_consumed_segments_only() {
+        let dir = TempDir::new();
+        let log = Log::open(
+            dir.path(),
+            LogConfig::default().background_maintenance(false),
+        )
+        .unwrap();
+        let topic = log
+            .create_topic(
+                "q",
+                TopicConfig::new(1)
+                    .segment_bytes(4096)
+                    .max_record_bytes(2048)
+                    .retention_ms(None),
+            )
+            .unwrap();
+        let p = topic.partition(0).unwrap().clone();
+        let producer = log.producer("q").unwrap();
+        for _ in 0..12 {
+            producer.send(Record::new(vec![7u8; 1000])).unwrap();
+        }
+        let segments = p.stats().segments;
+        assert!(segments >= 4);
+        // No hook: nothing to do.
+        assert_eq!(log.maintain().unwrap().segments_deleted, 0);
+
+        let floor = Arc::new(AtomicU64::new(0));
+        let seen = Arc::clone(&floor);
+        log.set_retention_floor(Some(Arc::new(move |topic: &str, partition| {
+            (topic == "q" && partition == 0).then(|| seen.load(Ordering::SeqCst))
+        })));
+        assert_eq!(log.maintain().unwrap().segments_deleted, 0);
+        // Offset 4 lies in the second segment (three records each): only
+        // the first is wholly consumed.
+        floor.store(4, Ordering::SeqCst);
+        assert_eq!(log.maintain().unwrap().segments_deleted, 1);
+        assert_eq!(p.log_start_offset(), 3);
+        floor.store(u64::MAX, Ordering::SeqCst);
+        log.maintain().unwrap();
+        assert_eq!(p.stats().segments, 1, "never the active segment");
+        log.set_retention_floor(None);
     }
 }
