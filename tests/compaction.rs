@@ -531,3 +531,59 @@ proptest! {
         }
     }
 }
+
+/// The internal `__work_queue_state` topic is compacted like any other:
+/// many snapshots shrink to the latest per partition and the queue's state
+/// is the same after cleaning and reopen.
+#[test]
+fn work_queue_state_topic_is_compacted_and_state_survives() {
+    use logbus::{QueueConfig, WorkQueue};
+    let dir = TempDir::new("compact-queue");
+    let config = || LogConfig::default().background_maintenance(false);
+    {
+        let log = Log::open(dir.path(), config()).unwrap();
+        log.create_topic("jobs", TopicConfig::new(1)).unwrap();
+        let records: Vec<Record> = (0..60)
+            .map(|i| Record::new(format!("job-{i}")).key(format!("{i}")))
+            .collect();
+        log.producer("jobs").unwrap().send_batch(&records).unwrap();
+        let queue = WorkQueue::open(&log, "q", "jobs", QueueConfig::default()).unwrap();
+        let mut w = queue.worker();
+        let mut got = Vec::new();
+        let give_up = std::time::Instant::now() + Duration::from_secs(20);
+        while got.len() < 60 {
+            assert!(std::time::Instant::now() < give_up);
+            got.extend(w.poll(Duration::from_millis(10)).unwrap());
+        }
+        // One snapshot per commit: many records for one key.
+        for d in got.iter().filter(|d| d.record.offset % 2 == 0) {
+            w.ack(d).unwrap();
+            w.commit().unwrap();
+        }
+        let state = log.topic("__work_queue_state").unwrap();
+        let p = state.partition(0).unwrap().clone();
+        let before = p.stats();
+        assert!(before.log_end_offset > 20, "{before:?}");
+        p.roll().unwrap();
+        let summary = log.maintain().unwrap();
+        assert!(summary.failures.is_empty(), "{:?}", summary.failures);
+        assert!(summary.records_removed >= 20, "{summary:?}");
+        drop(w);
+        drop(queue);
+        log.close().unwrap();
+    }
+    let log = Log::open(dir.path(), config()).unwrap();
+    let queue = WorkQueue::open(&log, "q", "jobs", QueueConfig::default()).unwrap();
+    let mut w = queue.worker();
+    let mut got = Vec::new();
+    let give_up = std::time::Instant::now() + Duration::from_secs(20);
+    while got.len() < 30 {
+        assert!(std::time::Instant::now() < give_up, "only {}", got.len());
+        got.extend(w.poll(Duration::from_millis(10)).unwrap());
+    }
+    assert!(
+        got.iter().all(|d| d.record.offset % 2 == 1),
+        "acked records came back"
+    );
+    assert!(w.poll(Duration::from_millis(10)).unwrap().is_empty());
+}
