@@ -2,12 +2,12 @@
 //! the `commitlog` crate, writing and reading the same payloads.
 
 use std::path::Path;
-use std::time::Instant;
 
 use commitlog::message::{MessageBuf, MessageSet};
 use commitlog::{CommitLog, LogOptions, ReadLimit};
 
 use crate::table::Sample;
+use crate::util::Timer;
 use crate::util::payload;
 
 const SQLITE_TXN: u64 = 10_000;
@@ -31,7 +31,7 @@ pub fn sqlite_append(path: &Path, records: u64, size: usize) -> Sample {
         [],
     )
     .unwrap();
-    let start = Instant::now();
+    let start = Timer::start();
     let mut offset = 0u64;
     while offset < records {
         let tx = c.transaction().unwrap();
@@ -47,9 +47,8 @@ pub fn sqlite_append(path: &Path, records: u64, size: usize) -> Sample {
         }
         tx.commit().unwrap();
     }
-    let secs = start.elapsed().as_secs_f64();
     drop(c);
-    Sample::throughput(records, secs)
+    start.sample(records)
 }
 
 /// `SELECT offset, value FROM log ORDER BY offset`, checking the order and
@@ -57,7 +56,7 @@ pub fn sqlite_append(path: &Path, records: u64, size: usize) -> Sample {
 #[inline(never)] // a frame of its own in profiles
 pub fn sqlite_read(path: &Path, expect: u64) -> Sample {
     let c = sqlite_open(path);
-    let start = Instant::now();
+    let start = Timer::start();
     let mut st = c
         .prepare("SELECT offset, value FROM log ORDER BY offset")
         .unwrap();
@@ -70,10 +69,9 @@ pub fn sqlite_read(path: &Path, expect: u64) -> Sample {
         touch ^= v[v.len() - 1];
         next += 1;
     }
-    let secs = start.elapsed().as_secs_f64();
     assert_eq!(next, expect, "sqlite read count");
     std::hint::black_box(touch);
-    Sample::throughput(next, secs)
+    start.sample(next)
 }
 
 /// `commitlog` 0.2 with default options, one `append` per batch of at most
@@ -83,7 +81,7 @@ pub fn commitlog_append(dir: &Path, records: u64, size: usize) -> Sample {
     let data = payload(size);
     let per_batch = (1000).min((512 << 10) / size) as u64;
     let mut log = CommitLog::new(LogOptions::new(dir)).expect("open commitlog");
-    let start = Instant::now();
+    let start = Timer::start();
     let mut buf = MessageBuf::default();
     let mut left = records;
     while left > 0 {
@@ -96,8 +94,7 @@ pub fn commitlog_append(dir: &Path, records: u64, size: usize) -> Sample {
         left -= n;
     }
     log.flush().unwrap();
-    let secs = start.elapsed().as_secs_f64();
-    Sample::throughput(records, secs)
+    start.sample(records)
 }
 
 /// `commitlog::read` of 1 MiB at a time, checking offsets and touching
@@ -105,7 +102,7 @@ pub fn commitlog_append(dir: &Path, records: u64, size: usize) -> Sample {
 #[inline(never)] // a frame of its own in profiles
 pub fn commitlog_read(dir: &Path, expect: u64) -> Sample {
     let log = CommitLog::new(LogOptions::new(dir)).expect("open commitlog");
-    let start = Instant::now();
+    let start = Timer::start();
     let (mut next, mut touch) = (0u64, 0u8);
     while next < expect {
         let buf = log
@@ -119,7 +116,6 @@ pub fn commitlog_read(dir: &Path, expect: u64) -> Sample {
             next += 1;
         }
     }
-    let secs = start.elapsed().as_secs_f64();
     std::hint::black_box(touch);
-    Sample::throughput(next, secs)
+    start.sample(next)
 }

@@ -12,6 +12,7 @@ use logbus::{
 };
 
 use crate::table::{Sample, lat_of};
+use crate::util::Timer;
 
 pub const BATCH: usize = 1000;
 
@@ -29,7 +30,7 @@ fn payload(size: usize) -> Bytes {
 pub fn append_batches(producer: &Producer, records: u64, size: usize) -> Sample {
     let value = payload(size);
     let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
-    let start = Instant::now();
+    let start = Timer::start();
     let mut left = records;
     while left > 0 {
         let n = left.min(BATCH as u64);
@@ -40,12 +41,7 @@ pub fn append_batches(producer: &Producer, records: u64, size: usize) -> Sample 
         producer.send_batch(&batch).expect("send_batch");
         left -= n;
     }
-    Sample {
-        records,
-        secs: start.elapsed().as_secs_f64(),
-        lat: None,
-        value: None,
-    }
+    start.sample(records)
 }
 
 /// `threads` threads each sending `records / threads` single records.
@@ -104,6 +100,7 @@ pub fn single_sends(
         secs,
         lat: if measure_latency { lat_of(lats) } else { None },
         value: None,
+        cpu_secs: None,
     }
 }
 
@@ -115,7 +112,7 @@ pub fn read_consumer(log: &Log, topic: &str, expect: u64) -> Sample {
     consumer
         .assign(&[TopicPartition::new(topic, 0)])
         .expect("assign");
-    let start = Instant::now();
+    let start = Timer::start();
     let (mut next, mut sum, mut touch) = (0u64, 0u64, 0u8);
     while next < expect {
         let recs = consumer.poll(Duration::from_millis(200)).expect("poll");
@@ -128,14 +125,8 @@ pub fn read_consumer(log: &Log, topic: &str, expect: u64) -> Sample {
             next += 1;
         }
     }
-    let secs = start.elapsed().as_secs_f64();
     std::hint::black_box((sum, touch));
-    Sample {
-        records: next,
-        secs,
-        lat: None,
-        value: None,
-    }
+    start.sample(next)
 }
 
 /// Every record through `FetchedBatches::records` (borrowed views, CRC
@@ -144,7 +135,7 @@ pub fn read_consumer(log: &Log, topic: &str, expect: u64) -> Sample {
 /// reference counting.
 #[inline(never)] // a frame of its own in profiles
 pub fn read_views(p: &Partition, expect: u64) -> Sample {
-    let start = Instant::now();
+    let start = Timer::start();
     let (mut next, mut sum, mut touch) = (0u64, 0u64, 0u8);
     while next < expect {
         let f = p.fetch(next, 1 << 20).expect("fetch");
@@ -157,14 +148,8 @@ pub fn read_views(p: &Partition, expect: u64) -> Sample {
             next += 1;
         }
     }
-    let secs = start.elapsed().as_secs_f64();
     std::hint::black_box((sum, touch));
-    Sample {
-        records: next,
-        secs,
-        lat: None,
-        value: None,
-    }
+    start.sample(next)
 }
 
 /// Raw batches with `Partition::fetch` (1 MiB per call): walks the batch
@@ -172,7 +157,7 @@ pub fn read_views(p: &Partition, expect: u64) -> Sample {
 /// for the copy to a socket a Kafka fetch handler would do).
 #[inline(never)] // a frame of its own in profiles
 pub fn read_fetch(p: &Partition, expect: u64) -> Sample {
-    let start = Instant::now();
+    let start = Timer::start();
     let end = p.log_end_offset();
     let (mut offset, mut count, mut bytes_seen) = (0u64, 0u64, 0u64);
     while offset < end {
@@ -193,15 +178,9 @@ pub fn read_fetch(p: &Partition, expect: u64) -> Sample {
         // Stand-in for handing the bytes to a socket: read every byte once.
         bytes_seen = bytes_seen.wrapping_add(word_sum(b));
     }
-    let secs = start.elapsed().as_secs_f64();
     assert_eq!(count, expect, "fetch count");
     std::hint::black_box(bytes_seen);
-    Sample {
-        records: count,
-        secs,
-        lat: None,
-        value: None,
-    }
+    start.sample(count)
 }
 
 fn word_sum(b: &[u8]) -> u64 {
@@ -272,5 +251,6 @@ pub fn latency(log: &Log, topic: &str, records: u64, every: Duration) -> Sample 
         secs,
         lat: lat_of(lats),
         value: None,
+        cpu_secs: None,
     }
 }

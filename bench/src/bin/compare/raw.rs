@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::table::{Sample, lat_of};
+use crate::util::Timer;
 use crate::util::payload;
 
 const IO_BUF: usize = 64 << 10;
@@ -16,7 +17,7 @@ const IO_BUF: usize = 64 << 10;
 pub fn write(path: &Path, records: u64, size: usize) -> Sample {
     let data = payload(size);
     let file = File::create(path).expect("create raw file");
-    let start = Instant::now();
+    let start = Timer::start();
     let mut w = BufWriter::with_capacity(IO_BUF, file);
     let len = (data.len() as u32).to_le_bytes();
     for _ in 0..records {
@@ -24,8 +25,7 @@ pub fn write(path: &Path, records: u64, size: usize) -> Sample {
         w.write_all(data).unwrap();
     }
     w.flush().unwrap();
-    let secs = start.elapsed().as_secs_f64();
-    Sample::throughput(records, secs)
+    start.sample(records)
 }
 
 /// Sequential `read()` into a 64 KiB buffer, walking every record and
@@ -33,7 +33,7 @@ pub fn write(path: &Path, records: u64, size: usize) -> Sample {
 #[inline(never)] // a frame of its own in profiles
 pub fn read(path: &Path, expect: u64) -> Sample {
     let mut file = File::open(path).expect("open raw file");
-    let start = Instant::now();
+    let start = Timer::start();
     let mut buf = vec![0u8; IO_BUF];
     let (mut have, mut count, mut sum, mut touch) = (0usize, 0u64, 0u64, 0u8);
     loop {
@@ -56,10 +56,9 @@ pub fn read(path: &Path, expect: u64) -> Sample {
         buf.copy_within(pos..have, 0);
         have -= pos;
     }
-    let secs = start.elapsed().as_secs_f64();
     assert_eq!(count, expect, "raw read count");
     std::hint::black_box((sum, touch));
-    Sample::throughput(count, secs)
+    start.sample(count)
 }
 
 /// The same `[u32 len][payload]` records copied into a shared map of a file
@@ -70,7 +69,7 @@ pub fn mmap_append(path: &Path, records: u64, size: usize) -> Sample {
     let data = payload(size);
     let rec = 4 + data.len();
     let total = records as usize * rec;
-    let start = Instant::now();
+    let start = Timer::start();
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -87,16 +86,15 @@ pub fn mmap_append(path: &Path, records: u64, size: usize) -> Sample {
         chunk[..4].copy_from_slice(&len);
         chunk[4..].copy_from_slice(data);
     }
-    let secs = start.elapsed().as_secs_f64();
     drop(map);
-    Sample::throughput(records, secs)
+    start.sample(records)
 }
 
 /// Walks a file written by [`mmap_append`] (or [`write`]: same bytes)
 /// through a read-only map, touching every record's last byte.
 #[inline(never)] // a frame of its own in profiles
 pub fn mmap_read(path: &Path, expect: u64) -> Sample {
-    let start = Instant::now();
+    let start = Timer::start();
     let file = File::open(path).expect("open mmap file");
     // SAFETY: as in `mmap_append`; nothing writes the file while it is mapped.
     let map = unsafe { memmap2::Mmap::map(&file) }.expect("map");
@@ -108,10 +106,9 @@ pub fn mmap_read(path: &Path, expect: u64) -> Sample {
         count += 1;
         pos += 4 + len;
     }
-    let secs = start.elapsed().as_secs_f64();
     assert_eq!(count, expect, "mmap read count");
     std::hint::black_box((sum, touch));
-    Sample::throughput(count, secs)
+    start.sample(count)
 }
 
 /// One thread sends a copy of each payload (`Vec<u8>`) through
@@ -166,6 +163,7 @@ pub fn fsync_prealloc(path: &Path, records: u64) -> Sample {
         secs: start.elapsed().as_secs_f64(),
         lat: lat_of(lat),
         value: None,
+        cpu_secs: None,
     }
 }
 
@@ -193,6 +191,7 @@ pub fn fsync_groups(path: &Path, records: u64, group: usize) -> Sample {
         secs: start.elapsed().as_secs_f64(),
         lat: lat_of(lat),
         value: None,
+        cpu_secs: None,
     }
 }
 
@@ -235,5 +234,6 @@ pub fn channel_latency(records: u64, every: Duration) -> Sample {
         secs,
         lat: lat_of(lats),
         value: None,
+        cpu_secs: None,
     }
 }

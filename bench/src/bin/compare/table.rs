@@ -11,6 +11,8 @@ pub struct Sample {
     pub lat: Option<(f64, f64)>,
     /// A row measuring something else (open time, memory): its value.
     pub value: Option<f64>,
+    /// CPU time of the measuring thread, for single-threaded rows.
+    pub cpu_secs: Option<f64>,
 }
 
 impl Sample {
@@ -31,6 +33,12 @@ impl Sample {
 
     fn rate(&self) -> Option<f64> {
         (self.records > 0 && self.secs > 0.0).then(|| self.records as f64 / self.secs)
+    }
+
+    fn cpu_rate(&self) -> Option<f64> {
+        self.cpu_secs
+            .filter(|&c| self.records > 0 && c > 0.0)
+            .map(|c| self.records as f64 / c)
     }
 }
 
@@ -122,6 +130,13 @@ impl Table {
             .find(|r| r.name == name)
             .and_then(|r| median(r.samples.iter().filter_map(Sample::rate).collect()))
     }
+
+    fn median_cpu_rate(&self, name: &str) -> Option<f64> {
+        self.rows
+            .iter()
+            .find(|r| r.name == name)
+            .and_then(|r| median(r.samples.iter().filter_map(Sample::cpu_rate).collect()))
+    }
 }
 
 pub fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -150,6 +165,7 @@ struct Summary {
     rate: Option<f64>,
     mbs: Option<f64>,
     ratio: Option<f64>,
+    cpu_ratio: Option<f64>,
     p50: Option<f64>,
     p99: Option<f64>,
     value: Option<f64>,
@@ -164,6 +180,12 @@ fn summarize(t: &Table, r: &Row) -> Summary {
         mbs: rate.map(|x| x * r.payload as f64 / 1e6),
         ratio: match &r.reference {
             Some(b) => rate.zip(t.median_rate(b)).map(|(a, b)| a / b),
+            None => None,
+        },
+        cpu_ratio: match &r.reference {
+            Some(b) => median(r.samples.iter().filter_map(Sample::cpu_rate).collect())
+                .zip(t.median_cpu_rate(b))
+                .map(|(a, b)| a / b),
             None => None,
         },
         p50: lat(|l| l.0),
@@ -189,8 +211,8 @@ pub fn print(t: &Table) {
     let opt =
         |v: Option<f64>, prec: usize| v.map_or_else(|| "-".to_string(), |v| format!("{v:.prec$}"));
     println!(
-        "{:<58} {:>12} {:>9} {:>7} {:>9} {:>9} {:>9}  note",
-        "workload", "records/s", "MB/s", "x ref", "p50 us", "p99 us", "value"
+        "{:<58} {:>12} {:>9} {:>7} {:>7} {:>9} {:>9} {:>9}  note",
+        "workload", "records/s", "MB/s", "x ref", "x cpu", "p50 us", "p99 us", "value"
     );
     for section in Section::ALL {
         let rows: Vec<&Row> = t.rows.iter().filter(|r| r.section == section).collect();
@@ -200,17 +222,18 @@ pub fn print(t: &Table) {
         println!("-- {}", section.title());
         for r in rows {
             let s = summarize(t, r);
-            let ratio = match s.ratio {
+            let ratio = |x: Option<f64>| match x {
                 Some(x) => format!("{x:.2}"),
                 None if is_baseline(r) => "1.00".into(),
                 None => "-".into(),
             };
             println!(
-                "{:<58} {:>12} {:>9} {:>7} {:>9} {:>9} {:>9}  {}",
+                "{:<58} {:>12} {:>9} {:>7} {:>7} {:>9} {:>9} {:>9}  {}",
                 r.name,
                 opt(s.rate, 0),
                 opt(s.mbs, 1),
-                ratio,
+                ratio(s.ratio),
+                ratio(s.cpu_ratio),
                 opt(s.p50, 1),
                 opt(s.p99, 1),
                 s.value.map_or_else(|| "-".to_string(), fmt_value),
@@ -221,6 +244,8 @@ pub fn print(t: &Table) {
     println!(
         "\nx ref: median records/s over the median of the reference row (the baseline \
          write()/read() of the same record size unless the note names another). \
+         x cpu: the same ratio from the measuring thread's CPU time (user + system), \
+         single-threaded rows only; it moves less than the wall clock when the machine is shared. \
          MB/s = payload bytes / 1e6. Medians over the repetitions, each column separately."
     );
 }
@@ -246,7 +271,7 @@ pub fn to_json(t: &Table, header: &[(&str, String)]) -> String {
         let _ = writeln!(
             out,
             "    {{\"section\": \"{}\", \"workload\": \"{}\", \"payload_bytes\": {}, \"records_per_s\": {}, \
-             \"mb_per_s\": {}, \"x_ref\": {}, \"reference\": {}, \"p50_us\": {}, \"p99_us\": {}, \
+             \"mb_per_s\": {}, \"x_ref\": {}, \"x_ref_cpu\": {}, \"reference\": {}, \"p50_us\": {}, \"p99_us\": {}, \
              \"value\": {}, \"reps\": [{}], \"note\": \"{}\"}}{}",
             esc(r.section.title()),
             esc(&r.name),
@@ -254,6 +279,7 @@ pub fn to_json(t: &Table, header: &[(&str, String)]) -> String {
             num(s.rate),
             num(s.mbs),
             num(s.ratio.or(is_baseline(r).then_some(1.0))),
+            num(s.cpu_ratio.or(is_baseline(r).then_some(1.0))),
             r.reference
                 .as_deref()
                 .map_or("null".into(), |b| format!("\"{}\"", esc(b))),

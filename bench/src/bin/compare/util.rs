@@ -1,6 +1,9 @@
 //! Temp dirs, payloads, and facts about the machine.
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::table::Sample;
 
 static PAYLOAD_100: [u8; 100] = [b'x'; 100];
 static PAYLOAD_1K: [u8; 1024] = [b'y'; 1024];
@@ -97,4 +100,47 @@ pub fn machine() -> String {
         .unwrap_or_else(|_| "unknown".into());
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     format!("{cpus} x {cpu}, Linux {kernel}")
+}
+
+/// CPU time of the calling thread (user + system: a `write()`'s kernel copy
+/// counts), in seconds.
+pub fn thread_cpu_secs() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+    #[expect(unsafe_code, reason = "clock_gettime has no safe wrapper in std")]
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc == 0 {
+        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    } else {
+        f64::NAN
+    }
+}
+
+/// Wall-clock and thread CPU time of a single-threaded measurement. On a
+/// shared machine the CPU time moves much less with other load than the
+/// wall clock does, so the table shows the ratio of both.
+pub struct Timer {
+    wall: Instant,
+    cpu: f64,
+}
+
+impl Timer {
+    pub fn start() -> Timer {
+        Timer {
+            wall: Instant::now(),
+            cpu: thread_cpu_secs(),
+        }
+    }
+
+    pub fn sample(&self, records: u64) -> Sample {
+        let secs = self.wall.elapsed().as_secs_f64();
+        let cpu = thread_cpu_secs() - self.cpu;
+        Sample {
+            cpu_secs: cpu.is_finite().then_some(cpu),
+            ..Sample::throughput(records, secs)
+        }
+    }
 }
