@@ -254,3 +254,105 @@ pub fn latency(log: &Log, topic: &str, records: u64, every: Duration) -> Sample 
         cpu_secs: None,
     }
 }
+
+/// Fills `partitions` partitions of `topic` with `per_partition` 100 B
+/// records each (batches of 1000).
+pub fn fill_partitions(log: &Log, topic: &str, partitions: u32, per_partition: u64) {
+    let producer = log.producer(topic).expect("producer");
+    let value = payload(100);
+    for p in 0..partitions {
+        let mut left = per_partition;
+        while left > 0 {
+            let n = left.min(BATCH as u64);
+            let batch: Vec<Record> = (0..n)
+                .map(|_| Record::new(value.clone()).partition(p))
+                .collect();
+            producer.send_batch(&batch).expect("send_batch");
+            left -= n;
+        }
+    }
+}
+
+/// One `Consumer` assigned every partition of `topic`, reading `total`
+/// records with `poll` (default config).
+#[inline(never)] // a frame of its own in profiles
+pub fn read_all_partitions(log: &Log, topic: &str, partitions: u32, total: u64) -> Sample {
+    let mut c = log.consumer(ConsumerConfig::default());
+    let all: Vec<TopicPartition> = (0..partitions)
+        .map(|p| TopicPartition::new(topic, p))
+        .collect();
+    c.assign(&all).expect("assign");
+    let start = Timer::start();
+    let (mut n, mut touch) = (0u64, 0u8);
+    while n < total {
+        let recs = c.poll(Duration::from_millis(500)).expect("poll");
+        assert!(!recs.is_empty(), "poll returned nothing after {n}");
+        for r in &recs {
+            let v = r.value.as_deref().unwrap();
+            touch ^= v[v.len() - 1];
+        }
+        n += recs.len() as u64;
+    }
+    std::hint::black_box(touch);
+    start.sample(n)
+}
+
+/// A fresh `ConsumerGroup` of `members` threads reading `total` records of
+/// `topic`. The clock starts once every member owns its partitions (what
+/// members read while the group settled is subtracted).
+pub fn read_group(
+    log: &Log,
+    topic: &str,
+    group: &str,
+    partitions: u32,
+    total: u64,
+    members: usize,
+) -> Sample {
+    use logbus::{ConsumerGroup, GroupConfig};
+    use std::sync::atomic::AtomicU64;
+    let read = AtomicU64::new(0);
+    let ready = Barrier::new(members + 1);
+    let go = Barrier::new(members + 1);
+    let per_member = partitions as usize / members;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..members)
+            .map(|_| {
+                let (read, ready, go) = (&read, &ready, &go);
+                s.spawn(move || {
+                    let config = GroupConfig::default().auto_commit(false);
+                    let mut m = ConsumerGroup::join(log, group, &[topic], config).expect("join");
+                    let mut early = 0u64;
+                    // Rebalances settle while members poll; count what they read.
+                    while m.assignment().len() != per_member {
+                        early += m.poll(Duration::from_millis(1)).expect("poll").len() as u64;
+                    }
+                    read.fetch_add(early, Ordering::SeqCst);
+                    ready.wait();
+                    go.wait();
+                    let mut touch = 0u8;
+                    while read.load(Ordering::Relaxed) < total {
+                        let recs = m.poll(Duration::from_millis(10)).expect("poll");
+                        for r in &recs {
+                            let v = r.value.as_deref().unwrap();
+                            touch ^= v[v.len() - 1];
+                        }
+                        read.fetch_add(recs.len() as u64, Ordering::Relaxed);
+                    }
+                    std::hint::black_box(touch);
+                    m
+                })
+            })
+            .collect();
+        ready.wait();
+        let already = read.load(Ordering::SeqCst);
+        let start = Instant::now();
+        go.wait();
+        let members: Vec<_> = handles
+            .into_iter()
+            .map(|h| h.join().expect("member"))
+            .collect();
+        let secs = start.elapsed().as_secs_f64();
+        drop(members);
+        Sample::throughput(total - already, secs)
+    })
+}

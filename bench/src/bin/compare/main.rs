@@ -158,9 +158,9 @@ struct Workload {
 
 /// Every workload, in the order they run within a repetition.
 ///
-/// NOTE: consumer group of 4 and work queue with 4 workers are still being
-/// built in the library; each gets one entry here (groups `group4` and
-/// `queue4`, rows in a section of their own) once its API lands.
+/// NOTE: the work queue with 4 workers is still being built in the
+/// library; it gets one entry here (group `queue4`, rows in a section of
+/// their own) once its API lands.
 const WORKLOADS: &[Workload] = &[
     Workload {
         group: "baseline",
@@ -206,6 +206,11 @@ const WORKLOADS: &[Workload] = &[
         group: "latency",
         what: "produce -> consume latency, consumer blocked in poll; crossbeam reference",
         run: latency,
+    },
+    Workload {
+        group: "group4",
+        what: "ConsumerGroup of 4 member threads vs one Consumer, 8 partitions",
+        run: group4,
     },
     Workload {
         group: "sync",
@@ -502,6 +507,48 @@ fn latency(c: &Ctx<'_>, t: &mut Table) {
             &note,
         ),
         lb::latency(&log, "t", c.o.latency_records, every),
+    );
+    log.close().unwrap();
+}
+
+const GROUP_PARTITIONS: u32 = 8;
+const ONE_CONSUMER: &str = "logbus one Consumer, 8 partitions";
+
+fn group4(c: &Ctx<'_>, t: &mut Table) {
+    let d = TempDir::new(c.dir, "group");
+    let log = open_log(d.path(), Durability::Os);
+    log.create_topic("g", TopicConfig::new(GROUP_PARTITIONS))
+        .unwrap();
+    let per = c.n100 / u64::from(GROUP_PARTITIONS);
+    let total = per * u64::from(GROUP_PARTITIONS);
+    lb::fill_partitions(&log, "g", GROUP_PARTITIONS, per);
+    let sg = Section::Group;
+    t.add(
+        row(
+            sg,
+            ONE_CONSUMER,
+            100,
+            Some(R100),
+            "Consumer::poll, default config, all 8 partitions assigned",
+        ),
+        lb::read_all_partitions(&log, "g", GROUP_PARTITIONS, total),
+    );
+    t.add(
+        row(
+            sg,
+            "logbus ConsumerGroup of 4, 8 partitions",
+            100,
+            Some(ONE_CONSUMER),
+            "4 member threads, 2 partitions each; x ref = over one Consumer",
+        ),
+        lb::read_group(
+            &log,
+            "g",
+            &format!("bench-{}", c.rep),
+            GROUP_PARTITIONS,
+            total,
+            4,
+        ),
     );
     log.close().unwrap();
 }

@@ -51,19 +51,21 @@ pub enum Section {
     Read1k,
     Single,
     Latency,
+    Group,
     Durable,
     Open,
     Memory,
 }
 
 impl Section {
-    const ALL: [Section; 9] = [
+    const ALL: [Section; 10] = [
         Section::Append100,
         Section::Read100,
         Section::Append1k,
         Section::Read1k,
         Section::Single,
         Section::Latency,
+        Section::Group,
         Section::Durable,
         Section::Open,
         Section::Memory,
@@ -77,6 +79,7 @@ impl Section {
             Section::Read1k => "read all in order, 1 KiB (page cache warm)",
             Section::Single => "single send(), 100 B",
             Section::Latency => "produce -> consume, 100 B",
+            Section::Group => "consumer group of 4, 100 B (read all)",
             Section::Durable => "durable append, 100 B",
             Section::Open => "open time (value = ms)",
             Section::Memory => "memory while reading (value = MiB RssAnon, peak)",
