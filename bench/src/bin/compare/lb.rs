@@ -356,3 +356,34 @@ pub fn read_group(
         Sample::throughput(total - already, secs)
     })
 }
+
+/// `workers` threads take every record of `topic` from a fresh work queue,
+/// acking each one with its own `ack` call (Kafka share-group semantics:
+/// per-record leases, any worker gets any record).
+pub fn read_work_queue(log: &Log, topic: &str, queue: &str, total: u64, workers: usize) -> Sample {
+    use logbus::{QueueConfig, WorkQueue};
+    use std::sync::atomic::AtomicU64;
+    let queue = WorkQueue::open(log, queue, topic, QueueConfig::default()).expect("queue");
+    let done = AtomicU64::new(0);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            let (mut worker, done) = (queue.worker(), &done);
+            s.spawn(move || {
+                let mut touch = 0u8;
+                while done.load(Ordering::Relaxed) < total {
+                    let jobs = worker.poll(Duration::from_millis(10)).expect("poll");
+                    for job in &jobs {
+                        let v = job.record.value.as_deref().unwrap();
+                        touch ^= v[v.len() - 1];
+                        worker.ack(job).expect("ack");
+                    }
+                    done.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+                }
+                worker.commit().expect("commit");
+                std::hint::black_box(touch);
+            });
+        }
+    });
+    Sample::throughput(done.load(Ordering::SeqCst), start.elapsed().as_secs_f64())
+}

@@ -156,9 +156,8 @@ struct Workload {
 
 /// Every workload, in the order they run within a repetition.
 ///
-/// NOTE: the work queue with 4 workers is still being built in the
-/// library; it gets one entry here (group `queue4`, rows in a section of
-/// their own) once its API lands.
+/// A new workload is one entry here plus its function; rows name their
+/// section, so the table places them.
 const WORKLOADS: &[Workload] = &[
     Workload {
         group: "baseline",
@@ -209,6 +208,11 @@ const WORKLOADS: &[Workload] = &[
         group: "group4",
         what: "ConsumerGroup of 4 member threads vs one Consumer, 8 partitions",
         run: group4,
+    },
+    Workload {
+        group: "queue4",
+        what: "WorkQueue with 4 worker threads, each record acked on its own",
+        run: queue4,
     },
     Workload {
         group: "sync",
@@ -547,6 +551,38 @@ fn group4(c: &Ctx<'_>, t: &mut Table) {
             total,
             4,
         ),
+    );
+    log.close().unwrap();
+}
+
+fn queue4(c: &Ctx<'_>, t: &mut Table) {
+    let d = TempDir::new(c.dir, "queue");
+    let log = open_log(d.path(), Durability::Os);
+    log.create_topic("q", TopicConfig::new(GROUP_PARTITIONS))
+        .unwrap();
+    let per = c.n100 / u64::from(GROUP_PARTITIONS);
+    let total = per * u64::from(GROUP_PARTITIONS);
+    lb::fill_partitions(&log, "q", GROUP_PARTITIONS, per);
+    let sg = Section::Group;
+    t.add(
+        row(
+            sg,
+            "logbus one Consumer, 8 partitions (queue topic)",
+            100,
+            Some(R100),
+            "Consumer::poll, default config, all 8 partitions assigned",
+        ),
+        lb::read_all_partitions(&log, "q", GROUP_PARTITIONS, total),
+    );
+    t.add(
+        row(
+            sg,
+            "logbus WorkQueue, 4 workers, ack per record",
+            100,
+            Some("logbus one Consumer, 8 partitions (queue topic)"),
+            "leases, one ack() call per record; x ref = over one Consumer",
+        ),
+        lb::read_work_queue(&log, "q", &format!("bench-q-{}", c.rep), total, 4),
     );
     log.close().unwrap();
 }

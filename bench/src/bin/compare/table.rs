@@ -79,7 +79,7 @@ impl Section {
             Section::Read1k => "read all in order, 1 KiB (page cache warm)",
             Section::Single => "single send(), 100 B",
             Section::Latency => "produce -> consume, 100 B",
-            Section::Group => "consumer group of 4, 100 B (read all)",
+            Section::Group => "consumer group of 4 / work queue with 4 workers, 100 B (read all)",
             Section::Durable => "durable append, 100 B",
             Section::Open => "open time (value = ms)",
             Section::Memory => "memory while reading (value = MiB RssAnon, peak)",
