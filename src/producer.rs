@@ -219,7 +219,7 @@ impl Producer {
 
 /// Batches at least this large are encoded outside the partition's lock
 /// and written with `pwrite`; smaller ones are encoded straight into the
-/// segment's map (no system call). Measured with `examples/compare.rs`.
+/// segment's map (no system call). Measured with `bench/` (`compare`).
 const PWRITE_MIN_BYTES: usize = 16 << 10;
 
 /// A `send_batch` group (the records of one call for one partition) whose
