@@ -233,6 +233,17 @@ pub struct TopicConfig {
     pub delete_retention_ms: u64,
     /// Compact once this share of the log is dirty (`min.cleanable.dirty.ratio`, default 0.5).
     pub min_cleanable_dirty_ratio: f64,
+    /// Consumer groups and work queues this topic waits for (not in Kafka):
+    /// a sealed segment they have all consumed is deleted (`retention:
+    /// consumed`, on top of time and size retention), and
+    /// `max_unconsumed_bytes` counts from the slowest of them. A name that
+    /// has consumed nothing yet holds everything. Default: none.
+    pub consumers: Vec<String>,
+    /// Producer back-pressure (not in Kafka): once a partition holds this
+    /// many bytes its `consumers` have not consumed, `send` waits for them
+    /// (up to the producer's `max_block`) and then fails with
+    /// `Error::Backpressure`, instead of filling the disk. Needs `consumers`.
+    pub max_unconsumed_bytes: Option<u64>,
 }
 
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
@@ -250,6 +261,8 @@ impl Default for TopicConfig {
             retention_bytes: None,
             delete_retention_ms: DAY_MS,
             min_cleanable_dirty_ratio: 0.5,
+            consumers: Vec::new(),
+            max_unconsumed_bytes: None,
         }
     }
 }
@@ -294,6 +307,27 @@ impl TopicConfig {
         delete_retention_ms: u64);
     setter!(/// Sets the compaction trigger.
         min_cleanable_dirty_ratio: f64);
+    setter!(/// Sets the back-pressure limit (needs `consumers`).
+        max_unconsumed_bytes: Option<u64>);
+
+    /// Names the consumer groups and work queues the topic waits for
+    /// (consumed retention and back-pressure).
+    ///
+    /// ```
+    /// use logbus::TopicConfig;
+    /// // Delete a segment once both groups are past it; make producers
+    /// // wait when billing falls 64 MiB behind.
+    /// let config = TopicConfig::new(4)
+    ///     .retention_ms(None)
+    ///     .consumers(["billing", "shipping"])
+    ///     .max_unconsumed_bytes(Some(64 << 20));
+    /// assert_eq!(config.consumers, ["billing", "shipping"]);
+    /// ```
+    #[must_use]
+    pub fn consumers<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.consumers = names.into_iter().map(Into::into).collect();
+        self
+    }
 
     /// Checks the values fit together.
     pub(crate) fn validate(&self) -> Result<()> {
@@ -325,13 +359,27 @@ impl TopicConfig {
         if !(0.0..=1.0).contains(&self.min_cleanable_dirty_ratio) {
             return bad("min_cleanable_dirty_ratio must be within 0..=1".into());
         }
+        for name in &self.consumers {
+            // Stored as one comma-separated value of the config file.
+            if name.is_empty() || name.contains([',', '\n', '\r', '=']) {
+                return bad(format!(
+                    "consumer name {name:?} must be non-empty, without ',', '=' or line breaks"
+                ));
+            }
+        }
+        if self.max_unconsumed_bytes.is_some() && self.consumers.is_empty() {
+            return bad("max_unconsumed_bytes needs consumers to count from".into());
+        }
+        if self.max_unconsumed_bytes == Some(0) {
+            return bad("max_unconsumed_bytes must be > 0".into());
+        }
         Ok(())
     }
 
     /// The `key=value` pairs stored in the topic's config file.
     pub(crate) fn to_pairs(&self) -> Vec<(&'static str, String)> {
         let opt = |v: Option<u64>| v.map_or_else(|| "none".to_string(), |v| v.to_string());
-        vec![
+        let mut pairs = vec![
             ("partitions", self.partitions.to_string()),
             ("segment.bytes", self.segment_bytes.to_string()),
             ("segment.ms", opt(self.segment_ms)),
@@ -348,7 +396,16 @@ impl TopicConfig {
                 "min.cleanable.dirty.ratio",
                 self.min_cleanable_dirty_ratio.to_string(),
             ),
-        ]
+        ];
+        // Written only when set, so topics that do not use them stay
+        // readable by builds that predate them.
+        if !self.consumers.is_empty() {
+            pairs.push(("consumers", self.consumers.join(",")));
+        }
+        if self.max_unconsumed_bytes.is_some() {
+            pairs.push(("max.unconsumed.bytes", opt(self.max_unconsumed_bytes)));
+        }
+        pairs
     }
 
     /// Rebuilds a config from stored pairs. Unknown keys are an error: they
@@ -382,6 +439,14 @@ impl TopicConfig {
                 "retention.bytes" => c.retention_bytes = opt(k, v)?,
                 "delete.retention.ms" => c.delete_retention_ms = num(k, v)?,
                 "min.cleanable.dirty.ratio" => c.min_cleanable_dirty_ratio = num(k, v)?,
+                "consumers" => {
+                    c.consumers = v
+                        .split(',')
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                }
+                "max.unconsumed.bytes" => c.max_unconsumed_bytes = opt(k, v)?,
                 other => return Err(format!("unknown setting {other:?}")),
             }
         }
@@ -414,7 +479,9 @@ mod tests {
             .segment_ms(None)
             .cleanup_policy(CleanupPolicy::CompactDelete)
             .retention_bytes(Some(5 << 20))
-            .min_cleanable_dirty_ratio(0.25);
+            .min_cleanable_dirty_ratio(0.25)
+            .consumers(["billing", "audit.v2"])
+            .max_unconsumed_bytes(Some(1 << 30));
         let pairs: Vec<(String, String)> = c
             .to_pairs()
             .into_iter()

@@ -9,13 +9,14 @@ use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use crate::config::{CleanupPolicy, Clock, Durability, LogConfig, TopicConfig};
 use crate::consumer::{Consumer, ConsumerConfig};
 use crate::error::{Error, Result};
 use crate::group::coordinator::Coordinator;
 use crate::group::offsets::{self, OFFSETS_TOPIC};
+use crate::group::progress::{self, Progress};
 use crate::io::DirLock;
 use crate::log::PartitionRecovery;
 use crate::maintenance::{CleanerStats, Maintenance, MaintenanceSummary};
@@ -114,6 +115,9 @@ pub(crate) struct LogShared {
     recovery: RecoveryReport,
     coordinator: Coordinator,
     queues: QueueRegistry,
+    progress: Progress,
+    /// When consumer progress last woke the maintenance thread (clock ms).
+    last_consumed_pass: AtomicI64,
 }
 
 impl Log {
@@ -197,6 +201,8 @@ impl Log {
             recovery,
             coordinator: Coordinator::new(committed),
             queues: QueueRegistry::default(),
+            progress: Progress::default(),
+            last_consumed_pass: AtomicI64::new(i64::MIN),
         });
         let interval = match shared.config.durability {
             Durability::Interval(every) => Some(every),
@@ -212,6 +218,14 @@ impl Log {
             wake_rx,
             c.background_maintenance,
         )?;
+        // Consumed retention: a segment all of a topic's named consumers
+        // are past can go (weak: the thread must not keep the log alive).
+        let weak = Arc::downgrade(&shared);
+        maintenance.set_retention_floor(Some(Arc::new(move |topic: &str, partition| {
+            let shared = weak.upgrade()?;
+            let topic = shared.topic(topic).ok()?;
+            progress::consumed_floor(&shared, &topic, partition)
+        })));
         Ok(Log {
             handle: Arc::new(LogHandle {
                 shared,
@@ -305,10 +319,9 @@ impl Log {
     /// [`Error::UnknownTopic`].
     pub fn producer(&self, topic: &str) -> Result<Producer> {
         refuse_internal(topic)?;
-        Ok(Producer::new(
-            self.topic(topic)?,
-            Arc::clone(&self.shared().config.clock),
-        ))
+        let topic = self.topic(topic)?;
+        let gate = progress::Gate::for_topic(self.shared(), &topic);
+        Ok(Producer::new(topic, Arc::clone(&self.shared().config.clock)).with_gate(gate))
     }
 
     /// A standalone consumer (assign partitions to it, then poll).
@@ -393,6 +406,8 @@ impl LogHandle {
         if s.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
+        // Producers blocked by back-pressure give up now.
+        s.progress.advanced();
         // First: no pass may touch a partition while it closes.
         self.maintenance.stop();
         let mut result = Ok(());
@@ -496,6 +511,48 @@ impl LogShared {
         &self.queues
     }
 
+    /// Where work queue `name` starts on `topic`/`partition`, if it is open
+    /// on that topic.
+    pub(crate) fn queue_start(&self, name: &str, topic: &str, partition: u32) -> Option<u64> {
+        let queue = self.queues.lock().get(name)?.upgrade()?;
+        (queue.topic.name() == topic)
+            .then(|| queue.start_offset(partition))
+            .flatten()
+    }
+
+    pub(crate) fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    /// A consumer moved forward on `topic`: producers blocked by
+    /// back-pressure re-check, and, if the topic waits for its consumers,
+    /// the maintenance thread runs a pass soon (at most every
+    /// `CONSUMED_PASS_EVERY`, so a fast committer does not keep it busy).
+    pub(crate) fn consumer_progressed(&self, topic: &str) {
+        self.progress.advanced();
+        let waits = self
+            .topic(topic)
+            .is_ok_and(|t| !t.config().consumers.is_empty());
+        if !waits {
+            return;
+        }
+        let now = self.config.clock.now_ms();
+        let last = self.last_consumed_pass.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= CONSUMED_PASS_EVERY_MS
+            && self
+                .last_consumed_pass
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            // Full means a pass is already due.
+            let _ = self.maintenance_wake.try_send(());
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     /// A producer on `topic` (internal users: no reserved-name check).
     pub(crate) fn producer_for(&self, topic: &Topic) -> Producer {
         Producer::new(topic.clone(), Arc::clone(&self.config.clock))
@@ -577,6 +634,9 @@ impl LogShared {
             })
     }
 }
+
+/// Least time between two maintenance passes started by consumer progress.
+const CONSUMED_PASS_EVERY_MS: i64 = 250;
 
 /// Topics logbus keeps for itself; users read them but never write or
 /// delete them.

@@ -216,6 +216,23 @@ pub enum Error {
         offset: u64,
     },
 
+    /// A partition holds `max_unconsumed_bytes` its topic's consumers have
+    /// not consumed, and they did not catch up within the producer's
+    /// `max_block`. Nothing was written.
+    #[error(
+        "{topic}/{partition} has {unconsumed_bytes} unconsumed bytes (limit {max}); consumers did not catch up in time"
+    )]
+    Backpressure {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// Bytes past the slowest named consumer.
+        unconsumed_bytes: u64,
+        /// The topic's `max_unconsumed_bytes`.
+        max: u64,
+    },
+
     /// A member asked for an assignment strategy other than the group's.
     #[error("consumer group {group:?} uses strategy {group_strategy}, not {requested}")]
     InconsistentStrategy {

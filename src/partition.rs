@@ -215,6 +215,24 @@ impl PartitionShared {
         &self.waiters
     }
 
+    /// Bytes of log from the batch holding `offset` to the end (about:
+    /// whole batches), without reading any record.
+    pub(crate) fn bytes_from(&self, offset: u64) -> u64 {
+        let segments = self.segments.read();
+        let mut total = 0;
+        for segment in segments.iter().rev() {
+            if segment.base_offset() >= offset {
+                total += segment.published_len();
+                continue;
+            }
+            if let Some(found) = segment.locate(offset) {
+                total += segment.published_len().saturating_sub(found.position);
+            }
+            break;
+        }
+        total
+    }
+
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::Clock;
 use crate::error::{Error, Result};
+use crate::group::progress::Gate;
 use crate::log::record;
 use crate::partition::Partition;
 use crate::record::{Record, RecordMetadata};
@@ -39,11 +40,15 @@ pub struct Producer {
     /// position). Per handle, so producer threads holding their own clones
     /// stick to different partitions instead of contending on one.
     keyless_bytes: AtomicU64,
+    /// Back-pressure, for topics with `max_unconsumed_bytes`.
+    gate: Option<Gate>,
 }
 
 impl Clone for Producer {
     fn clone(&self) -> Self {
-        Producer::new(self.topic.clone(), Arc::clone(&self.clock))
+        let mut clone = Producer::new(self.topic.clone(), Arc::clone(&self.clock));
+        clone.gate = self.gate.clone();
+        clone
     }
 }
 
@@ -56,6 +61,30 @@ impl Producer {
             topic,
             clock,
             keyless_bytes: AtomicU64::new(start),
+            gate: None,
+        }
+    }
+
+    pub(crate) fn with_gate(mut self, gate: Option<Gate>) -> Self {
+        self.gate = gate;
+        self
+    }
+
+    /// How long a send waits for consumers when the topic's
+    /// `max_unconsumed_bytes` is reached, before it fails with
+    /// [`Error::Backpressure`] (Kafka's `max.block.ms`, default 60 s).
+    /// No effect on topics without that limit.
+    pub fn set_max_block(&mut self, max_block: std::time::Duration) {
+        if let Some(gate) = &mut self.gate {
+            gate.max_block = max_block;
+        }
+    }
+
+    /// Waits while `partition` is over its back-pressure limit.
+    fn admit(&self, partition: u32) -> Result<()> {
+        match &self.gate {
+            Some(gate) => gate.admit(&self.topic, partition),
+            None => Ok(()),
         }
     }
 
@@ -69,7 +98,10 @@ impl Producer {
     ///
     /// # Errors
     /// [`Error::RecordTooLarge`] (nothing written), [`Error::UnknownPartition`],
-    /// [`Error::Poisoned`] after an earlier I/O failure, [`Error::Closed`].
+    /// [`Error::Poisoned`] after an earlier I/O failure, [`Error::Closed`];
+    /// [`Error::Backpressure`] (nothing written) when the topic's
+    /// `max_unconsumed_bytes` is reached and its consumers do not catch up
+    /// within [`set_max_block`](Producer::set_max_block).
     pub fn send(&self, record: Record) -> Result<RecordMetadata> {
         let now = self.clock.now_ms();
         let records = [&record];
@@ -78,6 +110,7 @@ impl Producer {
         let partition = self
             .topic
             .choose_partition(&record, len, &self.keyless_bytes)?;
+        self.admit(partition)?;
         let p = &self.topic.partitions()[partition as usize];
         let appended = append_exact(p, &records, len, now)?;
         Ok(RecordMetadata {
@@ -124,6 +157,7 @@ impl Producer {
             let partition = self
                 .topic
                 .choose_partition(first, total, &self.keyless_bytes)?;
+            self.admit(partition)?;
             let p = &self.topic.partitions()[partition as usize];
             let mut out = Vec::with_capacity(records.len());
             let mut rest = records;
@@ -186,6 +220,9 @@ impl Producer {
             };
             records.len()
         ];
+        for (partition, _) in &groups {
+            self.admit(*partition)?;
+        }
         for (partition, indices) in groups {
             let p = &self.topic.partitions()[partition as usize];
             let group: Vec<&Record> = indices.iter().map(|&i| &records[i]).collect();

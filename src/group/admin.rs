@@ -242,6 +242,8 @@ impl Log {
                 g.committed.insert(tp, v);
             }
         })?;
+        drop(g);
+        shared.consumer_progressed(topic);
         Ok(moved)
     }
 

@@ -510,6 +510,11 @@ impl ConsumerGroup {
         if wait && store.durability() == crate::Durability::Always {
             store.sync_to(end)?;
         }
+        let mut topics: Vec<&str> = offsets.iter().map(|(tp, _)| tp.topic.as_str()).collect();
+        topics.dedup();
+        for topic in topics {
+            self.log.shared().consumer_progressed(topic);
+        }
         Ok(())
     }
 

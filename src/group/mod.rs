@@ -8,6 +8,8 @@
 //! - `offsets` — Kafka's `__consumer_offsets` record schemas; loading them.
 //! - `member` — [`ConsumerGroup`], the member handle users poll.
 //! - `admin` — list, describe, reset offsets, delete (methods on `Log`).
+//! - `progress` — what consumers still need: the consumed-retention floor
+//!   and producer back-pressure.
 //! - `config` — [`GroupConfig`].
 
 mod admin;
@@ -16,6 +18,7 @@ pub(crate) mod config;
 pub(crate) mod coordinator;
 mod member;
 pub(crate) mod offsets;
+pub(crate) mod progress;
 
 pub use admin::{GroupDescription, GroupState, MemberDescription, OffsetSpec, PartitionOffsets};
 pub use assignor::AssignmentStrategy;

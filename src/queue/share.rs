@@ -83,6 +83,9 @@ struct QueueState {
     windows: Vec<Window>,
     /// Partitions whose window changed since it was last persisted.
     dirty: Vec<bool>,
+    /// Each window's start as last persisted: what consumed retention may
+    /// rely on (an ack not yet persisted is undone by a crash).
+    persisted_start: Vec<u64>,
     /// Partition the next poll starts with, so none starves.
     next_partition: usize,
 }
@@ -146,6 +149,7 @@ impl WorkQueue {
             })
             .collect();
         let n = windows.len();
+        let persisted_start = windows.iter().map(Window::start).collect();
         let queue = Arc::new(QueueShared {
             log: log.clone(),
             name: name.to_string(),
@@ -154,6 +158,7 @@ impl WorkQueue {
             state: Mutex::new(QueueState {
                 windows,
                 dirty: vec![false; n],
+                persisted_start,
                 next_partition: 0,
             }),
             dead_letters,
@@ -305,19 +310,15 @@ impl QueueShared {
                 out.extend(read_leased(p, &again)?);
             }
             let room = self.config.max_in_flight.saturating_sub(w.in_flight());
-            let want = room.min(max - out.len());
-            if want > 0 && w.next() < p.log_end() {
-                let before = out.len();
-                let fetched = p.fetch(w.next(), 1 << 20)?;
+            let mut want = room.min(max - out.len());
+            // A fetch stops at a segment's end: go on into the next one.
+            while want > 0 && w.next() < p.log_end() {
+                let from = w.next();
+                let fetched = p.fetch(from, 1 << 20)?;
                 let mut records = Vec::new();
-                let next = partition::decode_into(
-                    &fetched,
-                    p.topic(),
-                    p.id(),
-                    w.next(),
-                    want,
-                    &mut records,
-                )?;
+                let next =
+                    partition::decode_into(&fetched, p.topic(), p.id(), from, want, &mut records)?;
+                want -= records.len();
                 for r in records {
                     w.lease_new(r.offset, worker, until);
                     out.push(Delivery {
@@ -325,10 +326,13 @@ impl QueueShared {
                         delivery_count: 1,
                     });
                 }
-                if out.len() == before {
-                    w.fill_gap_to(next);
-                }
+                // Records compacted away (or none decoded) between here and
+                // `next` are done.
+                w.fill_gap_to(next);
                 st.dirty[i] = true;
+                if w.next() <= from {
+                    break; // no progress: nothing readable yet
+                }
             }
             if out.len() >= max {
                 st.next_partition = (i + 1) % n;
@@ -455,17 +459,31 @@ impl QueueShared {
         let now = self.now_ms();
         let len = record::encoded_len(&records, now);
         let (_, end) = self.store.append_deferring_sync(&records, len, now)?;
-        st.dirty.iter_mut().for_each(|d| *d = false);
+        for (i, dirty) in st.dirty.iter_mut().enumerate() {
+            if std::mem::take(dirty) {
+                st.persisted_start[i] = st.windows[i].start();
+            }
+        }
         Ok(Some(end))
     }
 
+    /// Waits for the state written up to `end` to be durable (per the
+    /// log's mode), then tells the log the queue moved on.
     fn sync(&self, end: Option<u64>) -> Result<()> {
-        match end {
-            Some(end) if self.store.durability() == crate::Durability::Always => {
-                self.store.sync_to(end)
-            }
-            _ => Ok(()),
+        let Some(end) = end else {
+            return Ok(());
+        };
+        if self.store.durability() == crate::Durability::Always {
+            self.store.sync_to(end)?;
         }
+        self.log.shared().consumer_progressed(self.topic.name());
+        Ok(())
+    }
+
+    /// Where the queue starts on `partition`, as persisted.
+    pub fn start_offset(&self, partition: u32) -> Option<u64> {
+        let state = self.state.lock();
+        state.persisted_start.get(partition as usize).copied()
     }
 
     /// Sends available records at their delivery limit to the dead-letter
