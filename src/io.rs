@@ -103,9 +103,18 @@ impl Drop for DirLock {
 ///
 /// [`Error::Io`] with `dir` if it cannot be opened or synced.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
+    #[cfg(test)]
+    if crate::crashsim::op(dir) {
+        // Simulated storage decides what is durable; the disk need not.
+        crate::crashsim::dir_synced(dir);
+        return Ok(());
+    }
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
+        .map_err(|e| Error::io(dir, e))?;
+    #[cfg(test)]
+    crate::crashsim::dir_synced(dir);
+    Ok(())
 }
 
 /// Atomically replaces `path` with `contents`.
@@ -121,6 +130,8 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
 /// whichever failed.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     let tmp = tmp_path(path);
+    #[cfg(test)]
+    crate::crashsim::op(&tmp);
     let written = OpenOptions::new()
         .write(true)
         .create(true)
@@ -137,6 +148,11 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
         // is the one worth reporting.
         let _ = fs::remove_file(&tmp);
         return Err(Error::io(&tmp, e));
+    }
+    #[cfg(test)]
+    {
+        crate::crashsim::file_synced(&tmp);
+        crate::crashsim::op(path);
     }
     fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
     fsync_dir(parent_dir(path))
@@ -167,10 +183,38 @@ fn parent_dir(path: &Path) -> &Path {
 /// file is unknown; retrying is not safe (see [`Error::Poisoned`]).
 pub fn fdatasync(file: &File, path: &Path) -> Result<()> {
     #[cfg(test)]
-    if failpoints::fire_sync(path) {
-        return Err(Error::io(path, io::Error::from_raw_os_error(libc::EIO)));
+    {
+        let simulated = crate::crashsim::op(path);
+        if failpoints::fire_sync(path) {
+            return Err(Error::io(path, io::Error::from_raw_os_error(libc::EIO)));
+        }
+        if simulated {
+            // Simulated storage decides what is durable; the disk need not.
+            crate::crashsim::file_synced(path);
+            return Ok(());
+        }
     }
-    file.sync_data().map_err(|e| Error::io(path, e))
+    file.sync_data().map_err(|e| Error::io(path, e))?;
+    #[cfg(test)]
+    crate::crashsim::file_synced(path);
+    Ok(())
+}
+
+/// `pwrite`s all of `buf` at `position` (a short write is legal, so loop).
+///
+/// # Errors
+/// [`Error::Io`] with `path` (ENOSPC, EIO...).
+pub fn write_all_at(file: &File, path: &Path, buf: &[u8], position: u64) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    #[cfg(test)]
+    {
+        crate::crashsim::op(path);
+        if let Some(errno) = failpoints::fire_write(path) {
+            return Err(Error::io(path, io::Error::from_raw_os_error(errno)));
+        }
+    }
+    file.write_all_at(buf, position)
+        .map_err(|e| Error::io(path, e))
 }
 
 /// Test-only fault injection: make the next `fdatasync` of a file whose path
@@ -187,6 +231,24 @@ pub(crate) mod failpoints {
     /// The next fdatasync of a path containing `marker` fails.
     pub(crate) fn fail_next_sync(marker: &str) {
         FAIL_SYNC.lock().push(marker.to_string());
+    }
+
+    static FAIL_WRITE: Mutex<Vec<(String, i32)>> = Mutex::new(Vec::new());
+
+    /// The next write or block reservation (`pwrite`, `fallocate`) on a path
+    /// containing every `|`-separated part of `marker` fails with `errno`
+    /// (ENOSPC, EIO).
+    pub(crate) fn fail_next_write(marker: &str, errno: i32) {
+        FAIL_WRITE.lock().push((marker.to_string(), errno));
+    }
+
+    pub(super) fn fire_write(path: &Path) -> Option<i32> {
+        let path = path.to_string_lossy();
+        let mut armed = FAIL_WRITE.lock();
+        let i = armed
+            .iter()
+            .position(|(m, _)| m.split('|').all(|part| path.contains(part)))?;
+        Some(armed.remove(i).1)
     }
 
     static FAIL_STEP: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
@@ -251,6 +313,13 @@ pub fn allocate(file: &File, path: &Path, offset: u64, len: u64) -> Result<()> {
     if len == 0 {
         // fallocate rejects an empty range with EINVAL; nothing to reserve.
         return Ok(());
+    }
+    #[cfg(test)]
+    {
+        crate::crashsim::op(path);
+        if let Some(errno) = failpoints::fire_write(path) {
+            return Err(Error::io(path, io::Error::from_raw_os_error(errno)));
+        }
     }
     let (off, len) = off_t_range(path, offset, len)?;
     let fd = file.as_raw_fd();

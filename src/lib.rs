@@ -74,6 +74,8 @@ mod topic;
 mod worker;
 
 #[cfg(test)]
+mod crashsim;
+#[cfg(test)]
 mod testutil;
 
 pub use config::{

@@ -203,8 +203,8 @@ impl SegmentWriter {
         // Blocks are reserved by the write itself (ENOSPC comes back here);
         // later stores through the map only go past `position`, onto blocks
         // `allocate` reserves first.
-        write_all_at(&self.file, batch, self.position)
-            .map_err(|e| AppendError::Io(Error::io(&self.segment.log_path, e)))?;
+        crate::io::write_all_at(&self.file, &self.segment.log_path, batch, self.position)
+            .map_err(AppendError::Io)?;
         // The write reserved these blocks and left the pages in the cache.
         let end = self.position + batch.len() as u64;
         self.allocated = self.allocated.max(end);
@@ -327,12 +327,6 @@ impl SegmentWriter {
     fn finish_indexes(&mut self) {
         self.index.finish(&self.segment.time_index);
     }
-}
-
-/// `pwrite` until all of `buf` is written (a short write is legal).
-fn write_all_at(file: &File, buf: &[u8], position: u64) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    file.write_all_at(buf, position)
 }
 
 fn page_size() -> u64 {
