@@ -180,6 +180,32 @@ impl Producer {
         self.send_grouped(records, total, now)
     }
 
+    /// Appends `records` to `partition` as exactly one batch, or writes
+    /// nothing: [`Error::RecordTooLarge`] if their exact encoded size passes
+    /// `max_record_bytes`. `send_batch` splits a group by an upper bound of
+    /// the size instead, so it may write two batches where one would fit;
+    /// the event store needs all-or-nothing.
+    pub(crate) fn send_one_batch(
+        &self,
+        partition: u32,
+        records: &[Record],
+    ) -> Result<Vec<RecordMetadata>> {
+        let now = self.clock.now_ms();
+        let len = record::encoded_len(records, now);
+        self.check_size(len)?;
+        let p = self.topic.partition(partition)?;
+        let appended = append_exact(p, records, len, now)?;
+        Ok(records
+            .iter()
+            .enumerate()
+            .map(|(k, r)| RecordMetadata {
+                partition,
+                offset: appended.base_offset + k as u64,
+                timestamp: r.timestamp.unwrap_or(now),
+            })
+            .collect())
+    }
+
     /// `send_batch` for records bound for several partitions: groups them
     /// by partition, keeping order.
     fn send_grouped(
