@@ -157,6 +157,14 @@ impl StreamIndex {
         Some(entry)
     }
 
+    /// Whether the record at `offset` is an event of `stream` (and not a
+    /// record written around the store).
+    pub fn holds(&self, stream: &[u8], offset: u64) -> bool {
+        self.streams
+            .get(stream)
+            .is_some_and(|e| e.offsets.binary_search(&offset).is_ok())
+    }
+
     pub fn streams(&self) -> usize {
         self.streams.len()
     }

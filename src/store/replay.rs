@@ -15,10 +15,12 @@ const REPLAY_BYTES: usize = 1 << 20;
 
 /// An iterator over the events of the store, partition by partition, each
 /// in offset order (per stream that is version order). It stops at the log
-/// end of each partition as of its creation. Records that are not events of
-/// the store are skipped.
+/// end of each partition as of its creation. It returns exactly the events
+/// [`read_stream`](EventStore::read_stream) returns: records written around
+/// the store (see [`StoreStats::foreign_records`](crate::StoreStats)) are skipped.
 #[derive(Debug)]
 pub struct Replay {
+    store: EventStore,
     /// (partition, next offset, end offset), in partition order.
     ranges: VecDeque<(Partition, u64, u64)>,
     buffered: VecDeque<Event>,
@@ -41,7 +43,7 @@ impl Iterator for Replay {
                 self.ranges.pop_front();
                 continue;
             }
-            match fill(p, *next, *end, &mut self.buffered) {
+            match fill(&self.store, p, *next, *end, &mut self.buffered) {
                 Ok(after) => *next = after,
                 Err(e) => {
                     self.failed = true; // nothing after damage is trusted
@@ -54,17 +56,25 @@ impl Iterator for Replay {
 
 /// Buffers the events of `p` from `from` (below `end`); returns the offset
 /// to read next.
-fn fill(p: &Partition, from: u64, end: u64, out: &mut VecDeque<Event>) -> Result<u64> {
+fn fill(
+    store: &EventStore,
+    p: &Partition,
+    from: u64,
+    end: u64,
+    out: &mut VecDeque<Event>,
+) -> Result<u64> {
     let from = from.max(p.log_start_offset()); // retention may have moved on
     if from >= end {
         return Ok(end);
     }
     let fetched = p.fetch(from, REPLAY_BYTES)?;
     let mut next = from;
+    let mut candidates = Vec::new();
     for r in fetched.records() {
         let r = r?;
         if r.offset >= end {
-            return Ok(end);
+            next = end;
+            break;
         }
         next = r.offset + 1;
         let (Some(key), Some(_), Some(version)) = (r.key, r.value, find_version(r.headers()))
@@ -74,7 +84,7 @@ fn fill(p: &Partition, from: u64, end: u64, out: &mut VecDeque<Event>) -> Result
         let Ok(stream) = std::str::from_utf8(key) else {
             continue;
         };
-        out.push_back(read::to_event(
+        candidates.push(read::to_event(
             &fetched,
             &r,
             Arc::from(stream),
@@ -82,6 +92,16 @@ fn fill(p: &Partition, from: u64, end: u64, out: &mut VecDeque<Event>) -> Result
             p.id(),
         ));
     }
+    // Kept apart from the decoding above so appends to the partition wait
+    // only for the lookups: a version header out of sequence is not an event.
+    let mut index = store.shared.streams[p.id() as usize].lock();
+    index.catch_up(p)?;
+    out.extend(
+        candidates
+            .into_iter()
+            .filter(|e| index.holds(e.stream.as_bytes(), e.offset)),
+    );
+    drop(index);
     if next == from {
         // Nothing at or after `from` in what came back (compaction emptied
         // the end of a batch): go past the batches, or stop if none.
@@ -111,7 +131,7 @@ impl EventStore {
                 log_end: end,
             });
         }
-        Ok(Replay::new(vec![(p, offset, end)]))
+        Ok(Replay::new(self, vec![(p, offset, end)]))
     }
 
     /// Every event of every partition, from the start.
@@ -122,7 +142,7 @@ impl EventStore {
             .iter()
             .map(|p| (p.clone(), p.log_start_offset(), p.log_end_offset()))
             .collect();
-        Replay::new(ranges)
+        Replay::new(self, ranges)
     }
 
     /// Every event with a timestamp at or after `timestamp_ms`: in each
@@ -140,13 +160,14 @@ impl EventStore {
                 ranges.push((p.clone(), offset, end));
             }
         }
-        Ok(Replay::new(ranges))
+        Ok(Replay::new(self, ranges))
     }
 }
 
 impl Replay {
-    fn new(ranges: Vec<(Partition, u64, u64)>) -> Self {
+    fn new(store: &EventStore, ranges: Vec<(Partition, u64, u64)>) -> Self {
         Replay {
+            store: store.clone(),
             ranges: ranges.into(),
             buffered: VecDeque::new(),
             failed: false,
