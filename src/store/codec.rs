@@ -43,6 +43,7 @@ pub trait EventCodec {
 
 /// A decoded event and where it is in its stream.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct TypedEvent<E> {
     /// Its version in the stream, from 0.
     pub version: u64,

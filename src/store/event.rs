@@ -24,6 +24,7 @@ pub const VERSION_HEADER: &str = "logbus.version";
 /// assert_eq!(ExpectedVersion::Exact(4).to_string(), "version 4");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ExpectedVersion {
     /// Append whatever the stream's version (no concurrency check).
     Any,
@@ -156,6 +157,7 @@ impl From<String> for EventData {
 
 /// An event read back from the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Event {
     /// The stream it belongs to (the record's key).
     pub stream: Arc<str>,
@@ -175,6 +177,7 @@ pub struct Event {
 
 /// Where an [`append`](crate::EventStore::append) landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AppendResult {
     /// The stream's version after the append (its last event's version);
     /// `None` only for an empty append to a stream with no event.

@@ -69,6 +69,7 @@ static OPEN_STORES: Mutex<Vec<Weak<StoreShared>>> = Mutex::new(Vec::new());
 
 /// Figures about an event store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StoreStats {
     /// Streams with at least one event indexed.
     pub streams: usize,
@@ -82,8 +83,8 @@ impl EventStore {
     /// Opens the event store `name` on `log`: the events topic `name` and the
     /// compacted snapshots topic `<name>-snapshots`, each created with
     /// `config` if missing. Builds the key indexes by reading both topics
-    /// once: the cost is linear in their size (about 1 s per 10 M events;
-    /// see the README).
+    /// once: the cost is linear in their size (about 0.5 s per million
+    /// events; see the README).
     ///
     /// # Errors
     /// [`Error::InvalidName`] if `name` or `<name>-snapshots` is not a valid

@@ -15,6 +15,7 @@ use crate::store::read;
 
 /// A stream's state as of one of its versions, saved by the application.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Snapshot {
     /// The stream.
     pub stream: Arc<str>,
