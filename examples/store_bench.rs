@@ -72,7 +72,9 @@ fn main() -> logbus::Result<()> {
     let rounds = 1_000u64;
     let mut read = 0;
     for i in 0..rounds {
-        read += store.read_stream(&format!("stream-{}", i * 7 % streams), 0)?.len();
+        read += store
+            .read_stream(&format!("stream-{}", i * 7 % streams), 0)?
+            .len();
     }
     let secs = start.elapsed().as_secs_f64();
     println!(

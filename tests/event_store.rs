@@ -540,10 +540,34 @@ fn bad_input_is_refused_with_typed_errors() {
     store.append("s", ExpectedVersion::Exact(0), ["1"]).unwrap();
     assert_eq!(data(&store.read_stream("s", 0).unwrap()), ["0", "1"]);
     assert_eq!(store.stats().foreign_records, 4);
+
+    // A stray record claiming the largest version: no overflow, no panic.
+    let max = i64::MAX as u64;
+    producer
+        .send(
+            Record::new("huge")
+                .key("h")
+                .header(VERSION_HEADER, max.to_string()),
+        )
+        .unwrap();
+    assert_eq!(store.stream_version("h").unwrap(), Some(max));
+    assert!(matches!(
+        store.append("h", ExpectedVersion::Any, ["past the end"]),
+        Err(Error::InvalidConfig { .. })
+    ));
+    producer
+        .send(
+            Record::new("bigger")
+                .key("g")
+                .header(VERSION_HEADER, (max + 1).to_string()),
+        )
+        .unwrap();
+    assert_eq!(store.stream_version("g").unwrap(), None);
+    assert_eq!(store.stats().foreign_records, 5);
     let replayed: Vec<_> = store.replay_all().collect::<Result<_, _>>().unwrap();
     assert_eq!(
         data(&replayed),
-        ["0", "1"],
+        ["0", "1", "huge"],
         "replay returned a foreign record"
     );
 }

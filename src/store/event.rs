@@ -112,11 +112,11 @@ impl EventData {
     /// The record carrying this event as `version` of `stream`, sent to
     /// `partition` (the key's murmur2 partition, set explicitly so the
     /// whole append is one batch).
-    pub(crate) fn into_record(self, stream: &str, version: u64, partition: u32) -> Record {
+    pub(crate) fn into_record(self, stream: &Bytes, version: u64, partition: u32) -> Record {
         let mut headers = self.headers;
         headers.push(version_header(version));
         Record {
-            key: Some(Bytes::copy_from_slice(stream.as_bytes())),
+            key: Some(stream.clone()),
             value: Some(self.data),
             headers,
             timestamp: self.timestamp,
@@ -194,13 +194,15 @@ pub(crate) fn version_header(version: u64) -> Header {
     Header::new(VERSION_HEADER, version.to_string())
 }
 
-/// Parses a `logbus.version` header value; `None` if it is not a decimal u64.
+/// Parses a `logbus.version` header value; `None` unless it is a decimal
+/// number up to `i64::MAX`. The cap keeps `version + n` from overflowing
+/// when a stray record claims a huge version.
 pub(crate) fn parse_version(value: Option<&[u8]>) -> Option<u64> {
     let text = std::str::from_utf8(value?).ok()?;
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    text.parse().ok()
+    text.parse().ok().filter(|&v| v <= i64::MAX as u64)
 }
 
 /// The version header of a record's headers, if it has a valid one.

@@ -192,9 +192,10 @@ impl EventStore {
             });
         }
         let first = actual.map_or(0, |v| v + 1);
+        let key = bytes::Bytes::copy_from_slice(stream.as_bytes());
         let records: Vec<_> = (first..)
             .zip(events)
-            .map(|(version, e)| e.into().into_record(stream, version, id))
+            .map(|(version, e)| e.into().into_record(&key, version, id))
             .collect();
         if records.is_empty() {
             return Ok(AppendResult {
@@ -204,10 +205,18 @@ impl EventStore {
                 first_offset: None,
             });
         }
+        let last = first + records.len() as u64 - 1;
+        if last > i64::MAX as u64 {
+            // Only reachable after a stray record claimed a version near the
+            // cap; such a version would not be read back as an event.
+            return Err(Error::InvalidConfig {
+                reason: format!("stream {stream:?} would pass version {}", i64::MAX),
+            });
+        }
         let written = self.shared.events.send_one_batch(id, &records)?;
         index.catch_up(p)?;
         Ok(AppendResult {
-            version: Some(first + records.len() as u64 - 1),
+            version: Some(last),
             first_version: Some(first),
             partition: id,
             first_offset: written.first().map(|m| m.offset),
@@ -271,6 +280,8 @@ impl EventStore {
         partition_for_key(stream.as_bytes(), n)
     }
 
+    /// `id` comes from `partition_of`, so it is below the partition count
+    /// (and the length of `streams`): the indexing cannot fail.
     pub(crate) fn events_partition(&self, id: u32) -> &crate::partition::Partition {
         &self.shared.events.topic().partitions()[id as usize]
     }
