@@ -511,6 +511,15 @@ fn bad_input_is_refused_with_typed_errors() {
         Err(Error::InvalidConfig { .. })
     ));
 
+    // A compacted events config is refused before anything is created.
+    let config =
+        StoreConfig::default().events(TopicConfig::new(1).cleanup_policy(CleanupPolicy::Compact));
+    assert!(matches!(
+        EventStore::open(&log, "fresh", config),
+        Err(Error::InvalidConfig { .. })
+    ));
+    assert_eq!(log.topics(), ["compacted"]);
+
     let store = open_store(&log, 1);
     assert!(matches!(
         store.append("", ExpectedVersion::Any, ["x"]),

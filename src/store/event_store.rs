@@ -94,25 +94,16 @@ impl EventStore {
         validate_topic_name(name)?;
         let snapshots_name = format!("{name}{SNAPSHOTS_SUFFIX}");
         validate_topic_name(&snapshots_name)?;
+        // Refused before anything is created, as well as when found on disk.
+        check_events_policy(name, &config.events)?;
+        check_snapshots_policy(&snapshots_name, &config.snapshots)?;
         // Held through the index build, so a concurrent open of the same
         // store waits for this one and then shares it.
         let mut open = OPEN_STORES.lock();
         let events = topic_or_create(log, name, config.events)?;
-        if events.config().cleanup_policy != CleanupPolicy::Delete {
-            return Err(Error::InvalidConfig {
-                reason: format!(
-                    "the events topic {name:?} must have cleanup policy `delete`: compaction would keep only each stream's last event"
-                ),
-            });
-        }
+        check_events_policy(name, events.config())?;
         let snapshots = topic_or_create(log, &snapshots_name, config.snapshots)?;
-        if snapshots.config().cleanup_policy == CleanupPolicy::Delete {
-            return Err(Error::InvalidConfig {
-                reason: format!(
-                    "the snapshots topic {snapshots_name:?} must be compacted (cleanup policy `compact`)"
-                ),
-            });
-        }
+        check_snapshots_policy(&snapshots_name, snapshots.config())?;
         open.retain(|s| s.strong_count() > 0);
         let live = open.iter().filter_map(Weak::upgrade).find(|s| {
             Arc::ptr_eq(&s.events.topic().shared, &events.shared)
@@ -285,6 +276,30 @@ impl EventStore {
     pub(crate) fn events_partition(&self, id: u32) -> &crate::partition::Partition {
         &self.shared.events.topic().partitions()[id as usize]
     }
+}
+
+/// The events topic must not be compacted (that would keep only each
+/// stream's last event); the snapshots topic must be.
+fn check_events_policy(name: &str, events: &TopicConfig) -> Result<()> {
+    if events.cleanup_policy != CleanupPolicy::Delete {
+        return Err(Error::InvalidConfig {
+            reason: format!(
+                "the events topic {name:?} must have cleanup policy `delete`: compaction would keep only each stream's last event"
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn check_snapshots_policy(name: &str, snapshots: &TopicConfig) -> Result<()> {
+    if snapshots.cleanup_policy == CleanupPolicy::Delete {
+        return Err(Error::InvalidConfig {
+            reason: format!(
+                "the snapshots topic {name:?} must be compacted (cleanup policy `compact`)"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The topic `name`, created with `config` if it does not exist.
