@@ -198,6 +198,28 @@ fn concurrent_appenders_on_one_stream_win_each_version_exactly_once() {
 }
 
 #[test]
+fn concurrent_appenders_under_durability_always() {
+    // The store syncs after releasing its partition lock (so appenders share
+    // fdatasyncs): versions must still be won exactly once.
+    let dir = TempDir::new("store-always");
+    let config = LogConfig::default().durability(logbus::Durability::Always);
+    let log = Log::open(dir.path(), config).unwrap();
+    let store = open_store(&log, 1);
+    race(std::slice::from_ref(&store), "durable", 3, 20);
+    check_race(&log, &store, "durable", 3, 20);
+    store.save_snapshot("durable", 5, "state").unwrap();
+    drop(store);
+    log.close().unwrap();
+    let log = open(dir.path());
+    let store = open_store(&log, 1);
+    check_race(&log, &store, "durable", 3, 20);
+    assert_eq!(
+        store.latest_snapshot("durable").unwrap().unwrap().version,
+        5
+    );
+}
+
+#[test]
 fn opening_the_same_store_twice_shares_one_version_check() {
     let dir = TempDir::new("store-twice");
     let log = open(dir.path());

@@ -204,8 +204,18 @@ impl EventStore {
                 reason: format!("stream {stream:?} would pass version {}", i64::MAX),
             });
         }
-        let written = self.shared.events.send_one_batch(id, &records)?;
+        let (written, end) = self
+            .shared
+            .events
+            .send_one_batch_deferring_sync(id, &records)?;
         index.catch_up(p)?;
+        drop(index);
+        // Outside the lock, so appenders of one partition share fdatasyncs.
+        // Another appender may see these events before they are durable; an
+        // append it makes on top is acknowledged only after a sync covering
+        // both (the log is in order), so no acknowledged event can depend on
+        // a lost one.
+        sync_if_always(p, end)?;
         Ok(AppendResult {
             version: Some(last),
             first_version: Some(first),
@@ -311,6 +321,15 @@ fn topic_or_create(log: &Log, name: &str, config: TopicConfig) -> Result<Topic> 
         },
         found => found,
     }
+}
+
+/// Waits until everything below `end` is on disk if the log promises that
+/// (`Durability::Always`); the other modes sync in the background.
+pub(crate) fn sync_if_always(p: &crate::partition::Partition, end: u64) -> Result<()> {
+    if p.shared.durability() == crate::config::Durability::Always {
+        p.shared.sync_to(end)?;
+    }
+    Ok(())
 }
 
 /// Stream names are record keys; an empty one is almost surely a bug.

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::partitioner::partition_for_key;
 use crate::record::Record;
 use crate::store::event::{Event, ExpectedVersion, version_header};
-use crate::store::event_store::{EventStore, check_stream};
+use crate::store::event_store::{EventStore, check_stream, sync_if_always};
 use crate::store::read;
 
 /// A stream's state as of one of its versions, saved by the application.
@@ -57,9 +57,15 @@ impl EventStore {
             timestamp: None,
             partition: Some(id),
         };
+        let p = self.snapshots_partition(id);
         let mut index = self.shared.snapshot_index[id as usize].lock();
-        self.shared.snapshots.send_one_batch(id, &[record])?;
-        index.catch_up(self.snapshots_partition(id))
+        let (_, end) = self
+            .shared
+            .snapshots
+            .send_one_batch_deferring_sync(id, &[record])?;
+        index.catch_up(p)?;
+        drop(index);
+        sync_if_always(p, end)
     }
 
     /// The latest snapshot of `stream`, if one was saved.
