@@ -15,6 +15,7 @@ use crate::error::Result;
 use crate::log::record::{self, RecordView};
 use crate::partition::Partition;
 use crate::store::event::find_version;
+use crate::store::read;
 
 /// Bytes fetched per step of a scan.
 const SCAN_BYTES: usize = 1 << 20;
@@ -30,7 +31,10 @@ pub(crate) fn scan(
 ) -> Result<u64> {
     let mut offset = from.max(p.log_start_offset());
     while offset < to {
-        let fetched = p.fetch(offset, SCAN_BYTES)?;
+        let Some(fetched) = read::fetch_retained(p, offset, SCAN_BYTES)? else {
+            offset = p.log_start_offset(); // retention moved on meanwhile
+            continue;
+        };
         if fetched.bytes.is_empty() {
             break;
         }

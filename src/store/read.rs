@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::log::record::RecordView;
 use crate::partition::{FetchedBatches, Partition};
 use crate::record::Header;
@@ -41,7 +41,10 @@ pub(crate) fn events_at(
         let near = offsets
             .get(i + 1)
             .is_some_and(|&next| next - offsets[i] <= MAX_SKIP);
-        let fetched = p.fetch(offsets[i], if near { FETCH_BYTES } else { 0 })?;
+        let Some(fetched) = fetch_retained(p, offsets[i], if near { FETCH_BYTES } else { 0 })?
+        else {
+            continue; // retention removed it meanwhile: the loop skips it
+        };
         let before = i;
         for r in fetched.records() {
             let r = r?;
@@ -75,7 +78,9 @@ pub(crate) fn record_at<T>(
     if offset < p.log_start_offset() || offset >= p.log_end_offset() {
         return Ok(None);
     }
-    let fetched = p.fetch(offset, 0)?;
+    let Some(fetched) = fetch_retained(p, offset, 0)? else {
+        return Ok(None);
+    };
     for r in fetched.records() {
         let r = r?;
         if r.offset == offset {
@@ -86,6 +91,20 @@ pub(crate) fn record_at<T>(
         }
     }
     Ok(None)
+}
+
+/// `Partition::fetch`, but `None` where retention removed `offset` (between
+/// the caller's check of the log start and the fetch) instead of an error.
+pub(crate) fn fetch_retained(
+    p: &Partition,
+    offset: u64,
+    max_bytes: usize,
+) -> Result<Option<FetchedBatches>> {
+    match p.fetch(offset, max_bytes) {
+        Ok(fetched) => Ok(Some(fetched)),
+        Err(Error::OffsetOutOfRange { .. }) if offset < p.log_start_offset() => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// An event from a record view, sharing the fetched bytes.

@@ -67,7 +67,9 @@ fn fill(
     if from >= end {
         return Ok(end);
     }
-    let fetched = p.fetch(from, REPLAY_BYTES)?;
+    let Some(fetched) = read::fetch_retained(p, from, REPLAY_BYTES)? else {
+        return Ok(from); // retention moved on meanwhile: the next call skips ahead
+    };
     let mut next = from;
     let mut candidates = Vec::new();
     for r in fetched.records() {
