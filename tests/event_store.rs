@@ -195,6 +195,12 @@ fn concurrent_appenders_on_one_stream_win_each_version_exactly_once() {
     noise.join().unwrap();
     check_race(&log, &store, "hot", 4, 150);
     assert_eq!(store.stats().streams, 8);
+    // Debug output stays short however many streams are indexed.
+    let debug = format!("{store:?}");
+    assert!(
+        debug.contains("accounts") && !debug.contains("other-"),
+        "{debug}"
+    );
 }
 
 #[test]

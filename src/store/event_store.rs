@@ -48,7 +48,6 @@ pub struct EventStore {
     pub(crate) shared: Arc<StoreShared>,
 }
 
-#[derive(Debug)]
 pub(crate) struct StoreShared {
     pub(crate) name: String,
     pub(crate) events: Producer,
@@ -60,6 +59,16 @@ pub(crate) struct StoreShared {
     pub(crate) streams: Vec<Mutex<StreamIndex>>,
     /// One per snapshots partition.
     pub(crate) snapshot_index: Vec<Mutex<SnapshotIndex>>,
+}
+
+impl std::fmt::Debug for StoreShared {
+    /// Names only: the indexes can hold millions of entries.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStore")
+            .field("name", &self.name)
+            .field("partitions", &self.streams.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Stores open in this process. Two stores over one topic would each have
