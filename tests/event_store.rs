@@ -725,3 +725,64 @@ fn the_example_runs_its_story() {
     assert_eq!(summary.events_after_snapshot, 3);
     assert_eq!(summary.rebuilt.version, Some(summary.snapshot_version + 3));
 }
+
+#[test]
+fn retention_removes_old_events_but_versions_continue() {
+    let dir = TempDir::new("store-retention");
+    let log = open(dir.path());
+    // Small segments and a size limit, so maintenance deletes old ones.
+    let events = TopicConfig::new(1)
+        .segment_bytes(4096)
+        .max_record_bytes(1024)
+        .retention_ms(None)
+        .retention_bytes(Some(8192));
+    let config = StoreConfig::new(1).events(events);
+    let store = EventStore::open(&log, "retained", config.clone()).unwrap();
+    for i in 0..200u64 {
+        let s = if i % 2 == 0 { "a" } else { "b" };
+        store
+            .append(s, ExpectedVersion::Any, [format!("{s}{i:0>40}")])
+            .unwrap();
+    }
+    let p = store.events_topic().partition(0).unwrap().clone();
+    assert!(p.stats().segments > 4);
+    log.maintain().unwrap();
+    let start = p.log_start_offset();
+    assert!(start > 0, "retention deleted nothing");
+
+    let check = |store: &EventStore| {
+        let a = store.read_stream("a", 0).unwrap();
+        assert!(!a.is_empty() && a.len() < 100);
+        assert!(a.iter().all(|e| e.offset >= start));
+        // The oldest left is not version 0, and versions run on to 99.
+        assert!(a[0].version > 0);
+        assert_eq!(
+            versions(&a),
+            (a[0].version..100).collect::<Vec<_>>(),
+            "versions must be the ones written"
+        );
+        assert_eq!(store.stream_version("a").unwrap(), Some(99));
+        // Reading from a version retention removed starts at the oldest left.
+        assert_eq!(store.read_stream("a", 1).unwrap(), a);
+        let replayed = store.replay_all().count();
+        assert_eq!(
+            replayed as u64,
+            p.log_end_offset() - start,
+            "replay starts at the log start"
+        );
+    };
+    check(&store);
+    drop(store);
+    log.close().unwrap();
+
+    let log = open(dir.path());
+    let store = EventStore::open(&log, "retained", config).unwrap();
+    let p = store.events_topic().partition(0).unwrap().clone();
+    assert_eq!(p.log_start_offset(), start);
+    check(&store);
+    // A reopened store continues each stream's versions from its headers.
+    let r = store
+        .append("a", ExpectedVersion::Exact(99), ["next"])
+        .unwrap();
+    assert_eq!(r.first_version, Some(100));
+}
