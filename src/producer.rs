@@ -81,7 +81,7 @@ impl Producer {
     }
 
     /// Waits while `partition` is over its back-pressure limit.
-    fn admit(&self, partition: u32) -> Result<()> {
+    pub(crate) fn admit(&self, partition: u32) -> Result<()> {
         match &self.gate {
             Some(gate) => gate.admit(&self.topic, partition),
             None => Ok(()),

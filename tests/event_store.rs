@@ -786,3 +786,40 @@ fn retention_removes_old_events_but_versions_continue() {
         .unwrap();
     assert_eq!(r.first_version, Some(100));
 }
+
+#[test]
+fn appends_wait_for_the_events_topics_consumers() {
+    use logbus::{ConsumerGroup, GroupConfig};
+    let dir = TempDir::new("store-backpressure");
+    let log = open(dir.path());
+    let events = TopicConfig::new(1)
+        .retention_ms(None)
+        .consumers(["projector"])
+        .max_unconsumed_bytes(Some(1024));
+    let store = EventStore::open(&log, "bp", StoreConfig::new(1).events(events)).unwrap();
+    // Past the limit in one append (admitted: nothing was unconsumed before).
+    let big: Vec<String> = (0..20).map(|i| format!("{i:0>100}")).collect();
+    store.append("s", ExpectedVersion::NoStream, big).unwrap();
+
+    // The next append waits until the projector has consumed them.
+    let blocked = {
+        let store = store.clone();
+        std::thread::spawn(move || store.append("s", ExpectedVersion::Exact(19), ["after"]))
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!blocked.is_finished(), "an append went past the limit");
+    let mut projector = ConsumerGroup::join(
+        &log,
+        "projector",
+        &["bp"],
+        GroupConfig::default().auto_commit(false),
+    )
+    .unwrap();
+    let mut seen = 0;
+    while seen < 20 {
+        seen += projector.poll(Duration::from_millis(50)).unwrap().len();
+    }
+    projector.commit().unwrap();
+    let appended = blocked.join().unwrap().unwrap();
+    assert_eq!(appended.first_version, Some(20));
+}

@@ -134,11 +134,16 @@ impl EventStore {
             index.catch_up(p)?;
             snapshot_index.push(Mutex::new(index));
         }
-        let clock = Arc::clone(log.shared().clock());
+        // What `Log::producer` gives, back-pressure gate included, but for
+        // the very topics checked above.
+        let producer = |topic: Topic| {
+            let gate = crate::group::progress::Gate::for_topic(log.shared(), &topic);
+            Producer::new(topic, Arc::clone(log.shared().clock())).with_gate(gate)
+        };
         let shared = Arc::new(StoreShared {
             name: name.to_string(),
-            events: Producer::new(events, Arc::clone(&clock)),
-            snapshots: Producer::new(snapshots, clock),
+            events: producer(events),
+            snapshots: producer(snapshots),
             streams,
             snapshot_index,
         });
@@ -170,8 +175,10 @@ impl EventStore {
     /// [`Error::VersionConflict`] if the stream is not at `expected` (nothing
     /// written); [`Error::RecordTooLarge`] if the events do not fit one batch
     /// of the topic's `max_record_bytes` (nothing written);
-    /// [`Error::InvalidName`] for an empty stream name; the append's errors
-    /// ([`Error::Poisoned`], [`Error::Closed`], [`Error::Io`]).
+    /// [`Error::InvalidName`] for an empty stream name;
+    /// [`Error::Backpressure`] if the events topic has `max_unconsumed_bytes`
+    /// and its consumers stay behind for 60 s (nothing written); the
+    /// append's errors ([`Error::Poisoned`], [`Error::Closed`], [`Error::Io`]).
     pub fn append<E: Into<EventData>>(
         &self,
         stream: &str,
@@ -181,6 +188,9 @@ impl EventStore {
         check_stream(stream)?;
         let id = self.partition_of(stream);
         let p = self.events_partition(id);
+        // Before the lock: waiting for consumers must not stall the
+        // partition's other appenders' version checks.
+        self.shared.events.admit(id)?;
         let mut index = self.shared.streams[id as usize].lock();
         index.catch_up(p)?;
         let actual = index.version(stream.as_bytes());
