@@ -255,6 +255,30 @@ pub enum Error {
         /// What did not match.
         reason: &'static str,
     },
+
+    /// An event-store append (or snapshot) expected the stream at another
+    /// version: someone else appended first. Nothing was written; read the
+    /// stream again and retry (optimistic concurrency).
+    #[error("stream {stream:?}: expected {expected}, but its version is {}", crate::store::describe_version(*actual))]
+    VersionConflict {
+        /// The stream (the records' key).
+        stream: String,
+        /// What the caller expected.
+        expected: crate::store::ExpectedVersion,
+        /// The stream's version: that of its last event, `None` if it has no event.
+        actual: Option<u64>,
+    },
+
+    /// A typed event did not encode or decode (feature `serde`).
+    #[error("stream {stream:?}, version {version:?}: event codec failed: {reason}")]
+    Codec {
+        /// The stream.
+        stream: String,
+        /// The event's version (`None` when encoding, before it has one).
+        version: Option<u64>,
+        /// The codec's message.
+        reason: String,
+    },
 }
 
 impl Error {

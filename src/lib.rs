@@ -36,6 +36,8 @@
 //!   committed offsets (`__consumer_offsets`), the member handle, admin.
 //! - `queue` — work queues (share groups): leases, acks, dead letters,
 //!   state in `__work_queue_state`.
+//! - `store` — the event store: streams with optimistic concurrency, a key
+//!   index, replay, snapshots in a compacted topic, typed events (`serde`).
 //! - `worker` — the background flusher thread.
 //! - `maintenance` — the background retention / compaction thread and
 //!   `Log::maintain`; `retention` and `compaction` are its pure policies
@@ -70,6 +72,7 @@ mod producer;
 mod queue;
 mod record;
 mod retention;
+mod store;
 mod topic;
 mod worker;
 
@@ -99,4 +102,12 @@ pub use queue::{
     DLQ_DELIVERIES, DLQ_REASON, DLQ_SOURCE, Delivery, QueueBacklog, QueueConfig, WorkQueue, Worker,
 };
 pub use record::{ConsumerRecord, Header, Record, RecordMetadata};
+#[cfg(feature = "serde_json")]
+pub use store::JsonCodec;
+pub use store::{
+    AppendResult, Event, EventData, EventStore, ExpectedVersion, Replay, SNAPSHOTS_SUFFIX,
+    Snapshot, StoreConfig, StoreStats, VERSION_HEADER,
+};
+#[cfg(feature = "serde")]
+pub use store::{EventCodec, TypedEvent, TypedStore};
 pub use topic::{Topic, validate_topic_name};

@@ -81,7 +81,7 @@ impl Producer {
     }
 
     /// Waits while `partition` is over its back-pressure limit.
-    fn admit(&self, partition: u32) -> Result<()> {
+    pub(crate) fn admit(&self, partition: u32) -> Result<()> {
         match &self.gate {
             Some(gate) => gate.admit(&self.topic, partition),
             None => Ok(()),
@@ -178,6 +178,38 @@ impl Producer {
             return Ok(out);
         }
         self.send_grouped(records, total, now)
+    }
+
+    /// Appends `records` to `partition` as exactly one batch, or writes
+    /// nothing: [`Error::RecordTooLarge`] if their exact encoded size passes
+    /// `max_record_bytes`. `send_batch` splits a group by an upper bound of
+    /// the size instead, so it may write two batches where one would fit;
+    /// the event store needs all-or-nothing.
+    ///
+    /// Never waits for a sync: under `Durability::Always` the caller calls
+    /// `sync_to` with the returned log end after releasing its own locks
+    /// (the event store appends under a per-partition lock, and holding it
+    /// through an fdatasync would defeat group commit).
+    pub(crate) fn send_one_batch_deferring_sync(
+        &self,
+        partition: u32,
+        records: &[Record],
+    ) -> Result<(Vec<RecordMetadata>, u64)> {
+        let now = self.clock.now_ms();
+        let len = record::encoded_len(records, now);
+        self.check_size(len)?;
+        let p = self.topic.partition(partition)?;
+        let (appended, end) = p.shared.append_deferring_sync(records, len, now)?;
+        let metas = records
+            .iter()
+            .enumerate()
+            .map(|(k, r)| RecordMetadata {
+                partition,
+                offset: appended.base_offset + k as u64,
+                timestamp: r.timestamp.unwrap_or(now),
+            })
+            .collect();
+        Ok((metas, end))
     }
 
     /// `send_batch` for records bound for several partitions: groups them
