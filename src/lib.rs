@@ -46,7 +46,8 @@
 //!   and a partition's segment-list changes `partition::upkeep`.
 //! - `partitioner` — Kafka's murmur2.
 //! - `io` — directory lock, fsync, atomic file replacement, block
-//!   reservation, checksummed metadata files.
+//!   reservation, checksummed metadata files; the storage seam whose test
+//!   side, `crashsim`, simulates power cuts and injects I/O errors.
 //! - `config`, `error`, `record` — options, the error type, record types.
 //!
 //! On-disk format: `docs/FORMAT.md`.
