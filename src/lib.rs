@@ -60,6 +60,11 @@ mod config;
 mod consumer;
 mod db;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+#[cfg(all(test, not(feature = "fuzzing")))]
+mod fuzzing;
 mod group;
 mod io;
 #[cfg(feature = "bench-internals")]

@@ -572,7 +572,7 @@ impl PartitionShared {
             .partition_point(|s| s.base_offset() <= offset)
             .saturating_sub(1);
         for segment in &segments[first..] {
-            if let Some(found) = segment.locate(offset) {
+            if let Some(found) = segment.locate(offset)? {
                 return Ok(FetchedBatches {
                     bytes: segment.read_batches(found.position, max_bytes, end),
                     segment: Some(Arc::clone(segment)),
@@ -593,7 +593,7 @@ impl PartitionShared {
         let segments: Vec<Arc<Segment>> = self.segments.read().clone();
         let start = self.log_start();
         for segment in segments.iter().filter(|s| s.max_timestamp() >= timestamp) {
-            let Some(found) = segment.locate_time(timestamp) else {
+            let Some(found) = segment.locate_time(timestamp)? else {
                 continue;
             };
             let batch = segment.read_batches(found.position, 0, end);
@@ -631,6 +631,7 @@ fn segment_options(config: &TopicConfig) -> SegmentOptions {
     SegmentOptions {
         capacity: config.segment_bytes,
         index_interval: config.index_interval_bytes,
+        contiguous: config.cleanup_policy == crate::config::CleanupPolicy::Delete,
     }
 }
 

@@ -134,7 +134,10 @@ pub(crate) fn load(
         };
         if let Some(prev) = segments.last() {
             let prev: &Arc<Segment> = prev;
-            if prev.next_offset() > segment.base_offset() {
+            // A gap is only legitimate where compaction removed records;
+            // otherwise it is a sealed segment cut at a batch boundary.
+            let gap = opts.contiguous && prev.next_offset() < segment.base_offset();
+            if prev.next_offset() > segment.base_offset() || gap {
                 return Err(Error::corrupt(
                     segment.log_path(),
                     0,

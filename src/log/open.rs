@@ -25,20 +25,22 @@ use crate::error::{Error, Result};
 /// Scans `buf` from the start for whole, CRC-valid batches with increasing
 /// offsets, calling `on_batch(position, header)` for each.
 ///
-/// With `contiguous`, each batch must start exactly at the offset after the
-/// previous one (the first at `base_offset`). The CRC does not cover a batch's
-/// base offset (as in Kafka), so this is the only way to see a damaged base
-/// offset that went *up*: without it the scan accepts the damaged batch and
-/// then stops at the next one as "offsets go backwards", and recovery would
-/// truncate every valid batch after the damage as if it were a torn tail.
+/// With `contiguous_from = Some(o)`, each batch must start exactly at the
+/// offset after the previous one, the first at `o`. The CRC does not cover a
+/// batch's base offset (as in Kafka), so this is the only way to see a
+/// damaged base offset that went *up*: without it the scan accepts the
+/// damaged batch and then stops at the next one as "offsets go backwards",
+/// and recovery would truncate every valid batch after the damage as if it
+/// were a torn tail. `base_offset` is the segment's.
 pub(crate) fn scan(
     buf: &[u8],
     base_offset: u64,
-    contiguous: bool,
+    contiguous_from: Option<u64>,
     mut on_batch: impl FnMut(u64, &BatchHeader),
 ) -> ScanOutcome {
+    let contiguous = contiguous_from.is_some();
     let mut position = 0usize;
-    let mut next_offset = base_offset;
+    let mut next_offset = contiguous_from.unwrap_or(base_offset);
     let mut batches = 0;
     let stopped_by = loop {
         if position == buf.len() {
@@ -129,6 +131,12 @@ pub(crate) struct Repair {
 pub(crate) struct SegmentOptions {
     pub capacity: u64,
     pub index_interval: u32,
+    /// Offsets have no gaps: each batch starts at the offset after the one
+    /// before it, and each segment at the offset after the previous segment.
+    /// True unless the topic is compacted (cleaning leaves gaps, as in
+    /// Kafka). The CRC does not cover a batch's base offset, so this is what
+    /// catches a damaged one, and a sealed segment cut at a batch boundary.
+    pub contiguous: bool,
 }
 
 impl SegmentWriter {
@@ -212,6 +220,7 @@ impl SegmentWriter {
             len,
             next_offset,
             max_timestamp,
+            contiguous: opts.contiguous,
         };
         let segment = Arc::new(Segment::new(
             &file,
@@ -297,16 +306,21 @@ impl SegmentWriter {
         };
 
         let mut trusted_end = None;
-        if let Some((offset_index, time_index)) = indexes {
-            // Trusted: find the end by walking from the last index entry.
-            let start = offset_index.last().map_or(0, |e| u64::from(e.position));
+        // Trusted: find the end by walking from the last index entry, if
+        // the batch there is the one the entry names (a damaged entry would
+        // start the walk in the wrong place).
+        let indexes = indexes.and_then(|(o, t)| {
+            let anchor = tail_anchor(&data, base_offset, &o, opts.contiguous)?;
+            Some((o, t, anchor))
+        });
+        if let Some((offset_index, time_index, (start, first_offset))) = indexes {
             let tail = &data[start.min(file_len) as usize..];
             let mut tail_max_ts = i64::MIN;
             // An empty offset index makes this a scan of the whole segment:
             // note whether the live writer would have made an entry.
             let interval = u64::from(opts.index_interval);
             let mut entry_missing = false;
-            let outcome = scan(tail, base_offset, false, |pos, h| {
+            let outcome = scan(tail, base_offset, first_offset, |pos, h| {
                 tail_max_ts = tail_max_ts.max(h.max_timestamp);
                 entry_missing |= offset_index.len() == 0 && pos > interval;
             });
@@ -361,12 +375,28 @@ impl SegmentWriter {
                 // The active segment only ever grows by appends at the log
                 // end, so its offsets are contiguous (compaction, as in
                 // Kafka, never rewrites the active segment).
-                let outcome = scan(&data, base_offset, active, |pos, h| {
+                let contiguous = (active || opts.contiguous).then_some(base_offset);
+                let outcome = scan(&data, base_offset, contiguous, |pos, h| {
                     builder.add(pos, h, &offset_index, &time_index)
                 });
                 builder.finish(&time_index);
                 if outcome.valid_len < file_len {
                     let rest = &data[outcome.valid_len as usize..];
+                    // A sealed segment was whole before the next one was
+                    // created: only a roll's untrimmed zero tail may follow
+                    // its last batch. Anything else is damage (a cut file,
+                    // a bad batch), and cutting it would leave a hole in
+                    // the middle of the log.
+                    if !active && rest.iter().any(|&b| b != 0) {
+                        return Err(Error::corrupt(
+                            &log_path,
+                            outcome.valid_len,
+                            format!(
+                                "damaged batch in a sealed segment: {:?}",
+                                outcome.stopped_by
+                            ),
+                        ));
+                    }
                     let valid_after = find_valid_batch(rest, outcome.next_offset);
                     // After a process crash the page cache kept every write,
                     // so good batches after damage mean real corruption. After
@@ -431,6 +461,7 @@ impl SegmentWriter {
             len,
             next_offset,
             max_timestamp: max_ts,
+            contiguous: opts.contiguous,
         };
         // The file is closed when this returns: a sealed segment needs only its map.
         let segment = Segment::new(&file, log_path, len, contents, offset_index, time_index)?;
@@ -466,6 +497,26 @@ fn time_index_is_sane(
                 })
         }
     }
+}
+
+/// Where the trusted tail walk of a segment starts: the position of the
+/// batch the last `.index` entry names, and (for a `contiguous` segment) the
+/// offset that batch starts at; the segment's start without an entry.
+/// `None` if the batch there does not match the entry: rebuild the index.
+fn tail_anchor(
+    data: &[u8],
+    base_offset: u64,
+    index: &IndexFile<OffsetEntry>,
+    contiguous: bool,
+) -> Option<(u64, Option<u64>)> {
+    let Some(entry) = index.last() else {
+        return Some((0, contiguous.then_some(base_offset)));
+    };
+    let start = u64::from(entry.position);
+    let header = record::parse_header(data.get(start as usize..)?).ok()?;
+    let named = base_offset.checked_add(u64::from(entry.relative_offset))?;
+    let first = u64::try_from(header.base_offset).ok()?;
+    (header.last_offset() == named as i64).then_some((start, contiguous.then_some(first)))
 }
 
 /// Kafka's index sanity check: the last entry must point inside the file.

@@ -82,6 +82,8 @@ pub(crate) struct Segment {
     pub(super) max_timestamp: AtomicI64,
     pub(super) offset_index: IndexFile<OffsetEntry>,
     pub(super) time_index: IndexFile<TimeEntry>,
+    /// See [`SegmentOptions::contiguous`].
+    pub(super) contiguous: bool,
 }
 
 /// What a scan of a segment's bytes found.
@@ -124,6 +126,8 @@ pub(super) struct Contents {
     pub(super) len: u64,
     pub(super) next_offset: u64,
     pub(super) max_timestamp: i64,
+    /// See [`SegmentOptions::contiguous`].
+    pub(super) contiguous: bool,
 }
 
 impl Segment {
@@ -150,6 +154,7 @@ impl Segment {
             max_timestamp: AtomicI64::new(contents.max_timestamp),
             offset_index,
             time_index,
+            contiguous: contents.contiguous,
         })
     }
 
@@ -245,49 +250,135 @@ impl Segment {
     }
 
     /// The batch holding `offset`, or the first batch after it (offsets can
-    /// have gaps after compaction). `None` if no published batch ends past
-    /// `offset`.
-    pub fn locate(&self, offset: u64) -> Option<Located> {
+    /// have gaps after compaction). `Ok(None)` if no published batch ends
+    /// past `offset`.
+    ///
+    /// The walk starts at the last index entry at or below `offset`, if the
+    /// batch there matches it (an entry names a batch's last offset and its
+    /// position), and otherwise at the start of the segment. Every batch
+    /// after that start must follow the one before it (see [`Segment::walk`]).
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if the batches' offsets do not follow each other:
+    /// the CRC does not cover a batch's base offset, so this is where a
+    /// damaged one is caught, before any record of it is returned.
+    pub fn locate(&self, offset: u64) -> Result<Option<Located>> {
         let start = if offset <= self.base_offset {
-            0
+            None
         } else {
             let relative = (offset - self.base_offset).min(u64::from(u32::MAX));
             self.offset_index
                 .floor(relative as i64)
-                .map_or(0, |e| u64::from(e.position))
+                .and_then(|e| self.index_anchor(e))
         };
-        self.scan_forward(start, |h| h.last_offset() as u64 >= offset)
+        let found = self.walk(start.unwrap_or(0), |h| h.last_offset() >= offset as i64)?;
+        match found {
+            Some(l) if self.contiguous && l.header.base_offset > offset as i64 => {
+                Err(Error::corrupt(
+                    &self.log_path,
+                    l.position,
+                    format!(
+                        "offsets {offset}..{} are missing: the batch here starts at {}",
+                        l.header.base_offset, l.header.base_offset
+                    ),
+                ))
+            }
+            found => Ok(found),
+        }
+    }
+
+    /// The position of the batch an index entry describes, if the batch
+    /// there matches it. A damaged `.index` (not checksummed, and trusted
+    /// after a clean shutdown) then costs a longer walk, never a wrong batch.
+    fn index_anchor(&self, entry: OffsetEntry) -> Option<u64> {
+        let position = u64::from(entry.position);
+        let header = self.header_at(position)?;
+        let last = self
+            .base_offset
+            .checked_add(u64::from(entry.relative_offset))?;
+        (header.last_offset() == last as i64).then_some(position)
     }
 
     /// The first batch whose largest timestamp is `>= timestamp`.
-    pub fn locate_time(&self, timestamp: i64) -> Option<Located> {
+    ///
+    /// # Errors
+    /// As [`Segment::locate`].
+    pub fn locate_time(&self, timestamp: i64) -> Result<Option<Located>> {
         let start = match self.time_index.floor(timestamp) {
             Some(entry) => {
                 let offset = self.base_offset + u64::from(entry.relative_offset);
-                self.locate(offset).map_or(0, |l| l.position)
+                self.locate(offset)?.map_or(0, |l| l.position)
             }
             None => 0,
         };
-        self.scan_forward(start, |h| h.max_timestamp >= timestamp)
+        self.walk(start, |h| h.max_timestamp >= timestamp)
     }
 
-    fn scan_forward(
+    /// Walks the batches from `position` (the start of the segment or of a
+    /// batch already vetted) to the first one `found` accepts. Each batch
+    /// after the first must start at or after the offset following the one
+    /// before it, exactly there if the segment is `contiguous`; the first
+    /// batch of the segment must start at its base offset.
+    fn walk(
         &self,
         mut position: u64,
         found: impl Fn(&BatchHeader) -> bool,
-    ) -> Option<Located> {
-        while let Some(header) = self.header_at(position) {
-            if found(&header) {
-                return Some(Located { position, header });
+    ) -> Result<Option<Located>> {
+        let mut expected = (position == 0 && self.contiguous).then_some(self.base_offset as i64);
+        let mut first = true;
+        loop {
+            // Loaded before the header is read: everything below it is whole
+            // batches, even while the writer publishes more.
+            let published = self.published_len();
+            let Some(header) = self.header_at(position) else {
+                // A header that does not parse below that (say a damaged
+                // length) must not end the walk as if the segment ended,
+                // which would skip the rest of it.
+                if position < published {
+                    let reason = match record::parse_header(self.view(position, u64::MAX)) {
+                        Err(e) => e.to_string(),
+                        Ok(_) => "batch runs past the end of the segment".to_owned(),
+                    };
+                    return Err(Error::corrupt(&self.log_path, position, reason));
+                }
+                return Ok(None);
+            };
+            if let Some(expected) = expected {
+                let follows = if self.contiguous {
+                    header.base_offset == expected
+                } else {
+                    header.base_offset >= expected
+                };
+                if !follows {
+                    let after = if first {
+                        "the segment's base offset is"
+                    } else {
+                        "the batch before ends at"
+                    };
+                    return Err(Error::corrupt(
+                        &self.log_path,
+                        position,
+                        format!(
+                            "batch starts at offset {} but {after} {}",
+                            header.base_offset, expected
+                        ),
+                    ));
+                }
             }
+            if found(&header) {
+                return Ok(Some(Located { position, header }));
+            }
+            expected = Some(header.next_offset());
+            first = false;
             position += header.total_len() as u64;
         }
-        None
     }
 
     /// Whole published batches starting at `position` and below
     /// `high_watermark`, up to `max_bytes` (always at least one batch if
-    /// there is one, as Kafka's fetch does).
+    /// there is one, as Kafka's fetch does). Stops before a batch whose
+    /// offsets do not follow the one before it: the next fetch, which
+    /// starts there, reports it (see [`Segment::locate`]).
     ///
     /// IMPORTANT: a batch becomes visible in the segment a moment before the
     /// partition's end offset moves past it; a reader that took it would
@@ -295,13 +386,25 @@ impl Segment {
     /// an out-of-range offset. So reads stop at the caller's high watermark.
     pub fn read_batches(&self, position: u64, max_bytes: usize, high_watermark: u64) -> Bytes {
         let mut end = position;
+        let mut expected: Option<i64> = None;
         while let Some(header) = self.header_at(end) {
             let next = end + header.total_len() as u64;
             let past_watermark =
                 header.base_offset < 0 || header.base_offset as u64 >= high_watermark;
-            if past_watermark || (end > position && (next - position) as usize > max_bytes) {
+            let follows = expected.is_none_or(|e| {
+                if self.contiguous {
+                    header.base_offset == e
+                } else {
+                    header.base_offset >= e
+                }
+            });
+            if past_watermark
+                || !follows
+                || (end > position && (next - position) as usize > max_bytes)
+            {
                 break;
             }
+            expected = Some(header.next_offset());
             end = next;
         }
         self.slice(position, end)

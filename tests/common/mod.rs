@@ -9,9 +9,14 @@ pub struct TempDir(PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> Self {
+        Self::new_in(&std::env::temp_dir(), tag)
+    }
+
+    /// A temporary directory under `base`.
+    pub fn new_in(base: &Path, tag: &str) -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("logbus-it-{tag}-{}-{n}", std::process::id()));
+        let path = base.join(format!("logbus-it-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).unwrap();
         TempDir(path)
@@ -25,6 +30,17 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A temporary directory on tmpfs (`/dev/shm`) when there is one, where
+/// fsync costs nothing: for tests that open and close many logs.
+pub fn fast_temp_dir(tag: &str) -> TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() && std::fs::metadata(shm).is_ok_and(|m| !m.permissions().readonly()) {
+        TempDir::new_in(shm, tag)
+    } else {
+        TempDir::new(tag)
     }
 }
 

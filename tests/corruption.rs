@@ -1,0 +1,715 @@
+//! Corruption catalogue: a reference log (three partitions over two topics,
+//! several segments each, `.index` + `.timeindex`, `topic.conf`,
+//! `logbus.meta`), taken both after a clean `close()` and as a crash image,
+//! has each of its files truncated at many points and bit-flipped at seeded
+//! positions. For every case `Log::open` must either
+//!
+//! - recover: every record read back (through `FetchedBatches::records` and
+//!   through `Consumer::poll`) is the record written at that offset, byte for
+//!   byte; what survives of each partition is a prefix of what was written;
+//!   nothing before the damaged byte is lost unless a read reports
+//!   `Error::Corrupt`; and partitions the damage did not touch are whole; or
+//! - fail with a typed error naming a file of the damaged directory
+//!   (`Error::Corrupt`, `Error::UnsupportedVersion`, `Error::Io`);
+//!
+//! and it must never panic. Each case runs under `catch_unwind`, so a panic
+//! fails the test with the case described. The default run takes a few
+//! seconds; `corruption_sweep` (ignored) tries many more points:
+//! `cargo test --release --test corruption -- --ignored`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Rng, TempDir, batch_spans, copy_dir};
+use logbus::*;
+
+const T0: i64 = 1_700_000_000_000;
+
+/// A written record, as a reader must see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Written {
+    key: Vec<u8>,
+    value: Vec<u8>,
+    timestamp: i64,
+}
+
+type Model = BTreeMap<(String, u32), Vec<Written>>;
+
+/// The two images of the reference log and what was written to it.
+struct Reference {
+    clean: TempDir,
+    crash: TempDir,
+    model: Model,
+}
+
+fn topic_config(partitions: u32) -> TopicConfig {
+    TopicConfig::new(partitions)
+        .segment_bytes(4096)
+        .max_record_bytes(1024)
+        .index_interval_bytes(256)
+}
+
+/// Builds the reference log: topic `a` (2 partitions) and `b` (1), each
+/// partition with 3+ segments, single sends and batches mixed, timestamps
+/// increasing (so the time index has entries). The crash image is copied
+/// while the log is open, then the log is closed for the clean image.
+fn reference() -> Reference {
+    let clean = TempDir::new("corruption-ref-clean");
+    let crash = TempDir::new("corruption-ref-crash");
+    let clock = Arc::new(ManualClock::new(T0));
+    let log = Log::open(clean.path(), LogConfig::default().clock(clock.clone())).unwrap();
+    log.create_topic("a", topic_config(2)).unwrap();
+    log.create_topic("b", topic_config(1)).unwrap();
+    let mut model = Model::new();
+    let mut rng = Rng(0x00c0_ffee);
+    for (topic, partitions) in [("a", 2u32), ("b", 1)] {
+        let producer = log.producer(topic).unwrap();
+        for p in 0..partitions {
+            let written = model.entry((topic.to_string(), p)).or_default();
+            let mut i = 0u64;
+            // Until the partition spans at least 3 full segments plus a
+            // partly filled active one.
+            while log
+                .topic(topic)
+                .unwrap()
+                .partition(p)
+                .unwrap()
+                .stats()
+                .segments
+                < 4
+            {
+                let n = if i % 3 == 0 {
+                    1
+                } else {
+                    2 + rng.below(3) as usize
+                };
+                let records: Vec<Record> = (0..n)
+                    .map(|j| {
+                        let len = 20 + rng.below(120) as usize;
+                        let ts = T0 + (written.len() + j) as i64 * 10;
+                        let mut r = Record::new(rng.bytes(len))
+                            .key(format!("{topic}{p}-{i}-{j}"))
+                            .partition(p);
+                        r.timestamp = Some(ts);
+                        r
+                    })
+                    .collect();
+                let metas = producer.send_batch(&records).unwrap();
+                for (m, r) in metas.iter().zip(&records) {
+                    assert_eq!(m.offset, written.len() as u64);
+                    written.push(Written {
+                        key: r.key.clone().unwrap().to_vec(),
+                        value: r.value.clone().unwrap().to_vec(),
+                        timestamp: r.timestamp.unwrap(),
+                    });
+                }
+                i += 1;
+            }
+            // A few more so the active segment holds index entries too.
+            for j in 0..12 {
+                let ts = T0 + written.len() as i64 * 10;
+                let mut r = Record::new(rng.bytes(100))
+                    .key(format!("{topic}{p}-tail-{j}"))
+                    .partition(p);
+                r.timestamp = Some(ts);
+                let m = producer.send(r.clone()).unwrap();
+                assert_eq!(m.offset, written.len() as u64);
+                written.push(Written {
+                    key: r.key.unwrap().to_vec(),
+                    value: r.value.unwrap().to_vec(),
+                    timestamp: ts,
+                });
+            }
+        }
+    }
+    copy_dir(clean.path(), crash.path());
+    log.close().unwrap();
+    Reference {
+        clean,
+        crash,
+        model,
+    }
+}
+
+/// Every file of an image that damage can target (the lock and the
+/// markers excluded: they carry no data), relative to the image root.
+fn target_files(root: &Path) -> Vec<PathBuf> {
+    common::snapshot(root)
+        .into_keys()
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            !name.starts_with('.')
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Damage {
+    /// Cut the file to this many bytes.
+    Truncate(u64),
+    /// Flip bit `bit` of byte `at`.
+    Flip { at: u64, bit: u8 },
+}
+
+impl Damage {
+    fn apply(self, path: &Path) {
+        match self {
+            Damage::Truncate(len) => {
+                let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+                f.set_len(len).unwrap();
+            }
+            Damage::Flip { at, bit } => {
+                let mut bytes = std::fs::read(path).unwrap();
+                bytes[at as usize] ^= 1 << bit;
+                std::fs::write(path, bytes).unwrap();
+            }
+        }
+    }
+
+    /// The first byte the damage changed.
+    fn position(self) -> u64 {
+        match self {
+            Damage::Truncate(len) => len,
+            Damage::Flip { at, .. } => at,
+        }
+    }
+}
+
+/// The damage points for one file: `dense` asks for the big sweep.
+fn damages(bytes: &[u8], rng: &mut Rng, dense: bool) -> Vec<Damage> {
+    let len = bytes.len() as u64;
+    let mut out = Vec::new();
+    if len == 0 {
+        return out;
+    }
+    let mut cuts = vec![0, 1, len / 2, len - 1];
+    // Batch boundaries and one byte either side: a cut there leaves whole
+    // batches only, the case a length check alone would miss.
+    let spans = batch_spans(bytes);
+    let step = if dense { 1 } else { (spans.len() / 4).max(1) };
+    for s in spans.iter().step_by(step) {
+        let end = (s.start + s.len) as u64;
+        cuts.extend([s.start as u64, end.saturating_sub(1), end + 1]);
+    }
+    let randoms = if dense { 150 } else { 4 };
+    cuts.extend((0..randoms).map(|_| rng.below(len)));
+    cuts.retain(|&c| c < len);
+    cuts.sort_unstable();
+    cuts.dedup();
+    out.extend(cuts.into_iter().map(Damage::Truncate));
+    // Where the data is: a flip in a zero tail is just a garbage tail.
+    let data_len = spans
+        .last()
+        .map_or(len, |s| (s.start + s.len) as u64)
+        .max(1);
+    let flips = if dense { 300 } else { 8 };
+    for _ in 0..flips {
+        out.push(Damage::Flip {
+            at: rng.below(data_len),
+            bit: rng.below(8) as u8,
+        });
+    }
+    out
+}
+
+/// Which image a case damages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Image {
+    Clean,
+    Crash,
+}
+
+struct Case<'a> {
+    image: Image,
+    file: &'a Path,
+    damage: Damage,
+}
+
+impl std::fmt::Display for Case<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:?} image, {} {:?}",
+            self.image,
+            self.file.display(),
+            self.damage
+        )
+    }
+}
+
+/// Records read from one partition, and whether the read stopped at an
+/// `Error::Corrupt` before the log end.
+struct Read {
+    records: Vec<(u64, Written)>,
+    stopped_by_corrupt: bool,
+}
+
+fn corrupt_path_is_in(err: &Error, dir: &Path) -> bool {
+    match err {
+        Error::Corrupt { path, .. } => path.starts_with(dir),
+        _ => false,
+    }
+}
+
+/// Reads a partition from its log start through `FetchedBatches::records`.
+fn read_fetched(p: &Partition, pdir: &Path) -> Result<Read, String> {
+    let mut records = Vec::new();
+    let mut offset = p.log_start_offset();
+    let end = p.log_end_offset();
+    while offset < end {
+        let fetched = match p.fetch(offset, 16 << 10) {
+            Ok(f) => f,
+            Err(e) if corrupt_path_is_in(&e, pdir) => {
+                return Ok(Read {
+                    records,
+                    stopped_by_corrupt: true,
+                });
+            }
+            Err(e) => return Err(format!("fetch({offset}): {e}")),
+        };
+        let before = offset;
+        for r in fetched.records() {
+            match r {
+                Ok(r) => {
+                    if r.offset != offset {
+                        return Err(format!("expected offset {offset}, got {}", r.offset));
+                    }
+                    records.push((
+                        r.offset,
+                        Written {
+                            key: r.key.map(<[u8]>::to_vec).unwrap_or_default(),
+                            value: r.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                            timestamp: r.timestamp,
+                        },
+                    ));
+                    offset += 1;
+                }
+                Err(e) if corrupt_path_is_in(&e, pdir) => {
+                    return Ok(Read {
+                        records,
+                        stopped_by_corrupt: true,
+                    });
+                }
+                Err(e) => return Err(format!("records() at {offset}: {e}")),
+            }
+        }
+        if offset == before {
+            return Err(format!("no progress at {offset} below the log end {end}"));
+        }
+    }
+    Ok(Read {
+        records,
+        stopped_by_corrupt: false,
+    })
+}
+
+/// Reads a partition from the beginning through `Consumer::poll`.
+fn read_polled(log: &Log, topic: &str, partition: u32, pdir: &Path) -> Result<Read, String> {
+    let tp = TopicPartition::new(topic, partition);
+    let mut consumer = log.consumer(ConsumerConfig::default().offset_reset(OffsetReset::None));
+    consumer
+        .assign(std::slice::from_ref(&tp))
+        .map_err(|e| e.to_string())?;
+    consumer
+        .seek_to_beginning(std::slice::from_ref(&tp))
+        .map_err(|e| e.to_string())?;
+    let end = log
+        .topic(topic)
+        .and_then(|t| t.partition(partition).cloned())
+        .map_err(|e| e.to_string())?
+        .log_end_offset();
+    let mut records = Vec::new();
+    while consumer.position(&tp).map_err(|e| e.to_string())? < end {
+        match consumer.poll(Duration::ZERO) {
+            Ok(batch) if batch.is_empty() => {
+                return Err("poll returned nothing below the end".into());
+            }
+            Ok(batch) => records.extend(batch.into_iter().map(|r| {
+                (
+                    r.offset,
+                    Written {
+                        key: r.key.map(|k| k.to_vec()).unwrap_or_default(),
+                        value: r.value.map(|v| v.to_vec()).unwrap_or_default(),
+                        timestamp: r.timestamp,
+                    },
+                )
+            })),
+            Err(e) if corrupt_path_is_in(&e, pdir) => {
+                return Ok(Read {
+                    records,
+                    stopped_by_corrupt: true,
+                });
+            }
+            Err(e) => return Err(format!("poll: {e}")),
+        }
+    }
+    Ok(Read {
+        records,
+        stopped_by_corrupt: false,
+    })
+}
+
+/// The records of `model` that lie entirely before `damage` in the damaged
+/// `.log` file of this partition (and in every segment before it): these
+/// must survive unless a read reports corruption. For index files every
+/// record must survive (indexes are rebuilt from the log).
+fn must_survive(
+    root: &Path,
+    pdir: &Path,
+    case: &Case<'_>,
+    written: usize,
+    reference_bytes: &[u8],
+) -> usize {
+    let damaged = root.join(case.file);
+    if damaged.parent() != Some(pdir) {
+        return written;
+    }
+    if damaged.extension().is_some_and(|e| e != "log") {
+        return written;
+    }
+    // Offsets of the whole batches before the damage in this segment.
+    let pos = case.damage.position() as usize;
+    let mut survive = 0;
+    for s in batch_spans(reference_bytes) {
+        if s.start + s.len <= pos {
+            survive = s.base_offset as usize + s.records as usize;
+        }
+    }
+    let base: u64 = damaged
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .parse()
+        .unwrap();
+    survive.max(base as usize)
+}
+
+/// Opens the damaged copy and checks the rules of the module docs.
+fn check_case(
+    reference: &Reference,
+    root: &Path,
+    case: &Case<'_>,
+    reference_bytes: &[u8],
+) -> Result<(), String> {
+    let log = match Log::open(root, LogConfig::default()) {
+        Ok(log) => log,
+        Err(e) => {
+            return match &e {
+                Error::Corrupt { path, .. }
+                | Error::UnsupportedVersion { path, .. }
+                | Error::Io { path, .. }
+                    if path.starts_with(root) && path != root =>
+                {
+                    Ok(())
+                }
+                _ => Err(format!("open failed without naming a file: {e:?}")),
+            };
+        }
+    };
+    for ((topic, partition), written) in &reference.model {
+        let pdir = root.join(topic).join(partition.to_string());
+        let p = log
+            .topic(topic)
+            .and_then(|t| t.partition(*partition).cloned())
+            .map_err(|e| format!("{topic}/{partition} after open: {e}"))?;
+        if p.log_start_offset() != 0 {
+            return Err(format!(
+                "{topic}/{partition} starts at {}",
+                p.log_start_offset()
+            ));
+        }
+        if p.log_end_offset() > written.len() as u64 {
+            return Err(format!(
+                "{topic}/{partition} ends at {} past the {} records written",
+                p.log_end_offset(),
+                written.len()
+            ));
+        }
+        let fetched = read_fetched(&p, &pdir).map_err(|e| format!("{topic}/{partition}: {e}"))?;
+        let polled = read_polled(&log, topic, *partition, &pdir)
+            .map_err(|e| format!("{topic}/{partition}: {e}"))?;
+        for read in [&fetched, &polled] {
+            for (i, (offset, got)) in read.records.iter().enumerate() {
+                if *offset != i as u64 {
+                    return Err(format!(
+                        "{topic}/{partition}: record {i} has offset {offset}"
+                    ));
+                }
+                if written.get(i) != Some(got) {
+                    return Err(format!(
+                        "{topic}/{partition}: record at {offset} differs from the one written"
+                    ));
+                }
+            }
+            if !read.stopped_by_corrupt && (read.records.len() as u64) < p.log_end_offset() {
+                return Err(format!("{topic}/{partition}: read stopped early"));
+            }
+            let keep = must_survive(root, &pdir, case, written.len(), reference_bytes);
+            if !read.stopped_by_corrupt && read.records.len() < keep {
+                return Err(format!(
+                    "{topic}/{partition}: {} records survive, {keep} were before the damage",
+                    read.records.len()
+                ));
+            }
+        }
+        // A poll that meets a damaged batch returns the error instead of
+        // the records before it; otherwise both paths read the same.
+        let either_stopped = fetched.stopped_by_corrupt || polled.stopped_by_corrupt;
+        if !either_stopped && fetched.records.len() != polled.records.len() {
+            return Err(format!(
+                "{topic}/{partition}: fetch read {} records, poll {}",
+                fetched.records.len(),
+                polled.records.len()
+            ));
+        }
+    }
+    // What recovery settled on must survive another reopen unchanged.
+    log.close().map_err(|e| format!("close: {e}"))?;
+    let again = Log::open(root, LogConfig::default()).map_err(|e| format!("second open: {e}"))?;
+    for (topic, partition) in reference.model.keys() {
+        let p = again
+            .topic(topic)
+            .unwrap()
+            .partition(*partition)
+            .unwrap()
+            .clone();
+        let pdir = root.join(topic).join(partition.to_string());
+        read_fetched(&p, &pdir).map_err(|e| format!("after reopen {topic}/{partition}: {e}"))?;
+    }
+    again.close().map_err(|e| format!("second close: {e}"))?;
+    Ok(())
+}
+
+/// Runs every case for every file of both images; returns the failures.
+fn run_catalogue(dense: bool, seed: u64) -> (usize, Vec<String>) {
+    let reference = reference();
+    let mut rng = Rng(seed);
+    let mut cases = 0;
+    let mut failures = Vec::new();
+    for image in [Image::Clean, Image::Crash] {
+        let src = match image {
+            Image::Clean => reference.clean.path(),
+            Image::Crash => reference.crash.path(),
+        };
+        for file in target_files(src) {
+            let bytes = std::fs::read(src.join(&file)).unwrap();
+            for damage in damages(&bytes, &mut rng, dense) {
+                let case = Case {
+                    image,
+                    file: &file,
+                    damage,
+                };
+                cases += 1;
+                let dir = common::fast_temp_dir("corruption-case");
+                copy_dir(src, dir.path());
+                damage.apply(&dir.path().join(&file));
+                let outcome = catch_unwind(AssertUnwindSafe(|| {
+                    check_case(&reference, dir.path(), &case, &bytes)
+                }));
+                match outcome {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => failures.push(format!("{case}: {e}")),
+                    Err(panic) => {
+                        let msg = panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default();
+                        failures.push(format!("{case}: PANIC {msg}"));
+                    }
+                }
+            }
+        }
+    }
+    (cases, failures)
+}
+
+fn assert_catalogue(dense: bool, seed: u64) {
+    let (cases, failures) = run_catalogue(dense, seed);
+    eprintln!("corruption: {cases} cases, {} failures", failures.len());
+    if let Ok(path) = std::env::var("LOGBUS_CORRUPTION_REPORT") {
+        std::fs::write(path, failures.join("\n")).unwrap();
+    }
+    assert!(cases > 500, "only {cases} cases");
+    assert!(
+        failures.is_empty(),
+        "{} of {cases} cases failed:\n{}",
+        failures.len(),
+        failures
+            .iter()
+            .take(40)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[test]
+fn every_truncation_and_bit_flip_recovers_or_names_the_file() {
+    assert_catalogue(false, 0x5eed);
+}
+
+/// Many more points per file (every batch boundary, 150 cuts and 300 flips):
+/// `cargo test --release --test corruption -- --ignored`
+/// (`LOGBUS_CORRUPTION_SEED` to change the seed).
+#[test]
+#[ignore = "long run: cargo test --release --test corruption -- --ignored"]
+fn corruption_sweep() {
+    let seed = std::env::var("LOGBUS_CORRUPTION_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0xbeef);
+    assert_catalogue(true, seed);
+}
+
+// Regressions: each of these was a silent loss or a wrong record before
+// the fix that names it.
+
+/// One partition of 3+ segments, closed cleanly; returns the records.
+fn sealed_log(root: &Path) -> Vec<Written> {
+    let reference_dir = reference();
+    copy_dir(reference_dir.clean.path(), root);
+    reference_dir.model[&("b".to_string(), 0)].clone()
+}
+
+fn first_sealed_segment(root: &Path) -> PathBuf {
+    common::log_files(&root.join("b").join("0"))[0].clone()
+}
+
+fn open_error(root: &Path) -> Error {
+    match Log::open(root, LogConfig::default()) {
+        Ok(_) => panic!("open succeeded"),
+        Err(e) => e,
+    }
+}
+
+/// Was: a sealed segment cut at a batch boundary opened cleanly, and a
+/// fetch of the lost offsets silently returned the next segment's records
+/// (a hole in the middle of the log).
+#[test]
+fn sealed_segment_cut_at_a_batch_boundary_is_corrupt() {
+    let dir = TempDir::new("cut-boundary");
+    sealed_log(dir.path());
+    let seg = first_sealed_segment(dir.path());
+    let bytes = std::fs::read(&seg).unwrap();
+    let spans = batch_spans(&bytes);
+    let cut = spans[spans.len() / 2].start as u64;
+    Damage::Truncate(cut).apply(&seg);
+    match open_error(dir.path()) {
+        Error::Corrupt { path, .. } => {
+            assert!(path.starts_with(dir.path().join("b/0")), "{path:?}")
+        }
+        e => panic!("{e:?}"),
+    }
+}
+
+/// Was: a sealed segment cut inside a batch (so its index points past the
+/// end and is rebuilt) was truncated like a torn active segment.
+#[test]
+fn sealed_segment_cut_inside_a_batch_is_corrupt() {
+    let dir = TempDir::new("cut-inside");
+    sealed_log(dir.path());
+    let seg = first_sealed_segment(dir.path());
+    let bytes = std::fs::read(&seg).unwrap();
+    let spans = batch_spans(&bytes);
+    let cut = (spans[1].start + 30) as u64;
+    Damage::Truncate(cut).apply(&seg);
+    match open_error(dir.path()) {
+        Error::Corrupt { path, .. } => assert_eq!(path, seg),
+        e => panic!("{e:?}"),
+    }
+}
+
+/// Was: a bit flip in a sealed batch's base offset (which the CRC does not
+/// cover) made reads return records at the wrong offsets.
+#[test]
+fn damaged_base_offset_in_a_sealed_segment_fails_the_read() {
+    let dir = TempDir::new("base-offset");
+    let written = sealed_log(dir.path());
+    let seg = first_sealed_segment(dir.path());
+    let bytes = std::fs::read(&seg).unwrap();
+    let spans = batch_spans(&bytes);
+    let victim = spans[spans.len() / 2];
+    // The low byte of baseOffset: the batch claims offsets 4 higher.
+    Damage::Flip {
+        at: victim.start as u64 + 7,
+        bit: 2,
+    }
+    .apply(&seg);
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let p = log.topic("b").unwrap().partition(0).unwrap().clone();
+    let read = read_fetched(&p, &dir.path().join("b/0")).unwrap();
+    assert!(read.stopped_by_corrupt, "the damaged batch was read");
+    assert_eq!(read.records.len() as u64, victim.base_offset);
+    for (i, (_, r)) in read.records.iter().enumerate() {
+        assert_eq!(r, &written[i]);
+    }
+    // Asking for an offset of the damaged batch directly fails too.
+    let err = p.read(victim.base_offset, 10).unwrap_err();
+    assert!(
+        matches!(err, Error::Corrupt { ref path, .. } if *path == seg),
+        "{err:?}"
+    );
+}
+
+/// Was: a damaged batch length before the last index entry of a segment
+/// (not looked at by a clean open) made the fetch of its offsets return
+/// nothing at all, below the log end, instead of an error.
+#[test]
+fn damaged_batch_length_fails_the_read_instead_of_ending_it() {
+    let dir = TempDir::new("batch-length");
+    sealed_log(dir.path());
+    let seg = first_sealed_segment(dir.path());
+    let bytes = std::fs::read(&seg).unwrap();
+    let victim = batch_spans(&bytes)[1];
+    // The sign bit of batchLength.
+    Damage::Flip {
+        at: victim.start as u64 + 8,
+        bit: 7,
+    }
+    .apply(&seg);
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let p = log.topic("b").unwrap().partition(0).unwrap().clone();
+    let err = p.read(victim.base_offset, 10).unwrap_err();
+    assert!(
+        matches!(err, Error::Corrupt { ref path, .. } if *path == seg),
+        "{err:?}"
+    );
+}
+
+/// A damaged `.index` entry (trusted after a clean shutdown) never makes a
+/// read return the wrong batch: an entry that does not match the batch it
+/// points at is skipped.
+#[test]
+fn damaged_index_entries_never_misdirect_a_read() {
+    let dir = TempDir::new("index-entry");
+    let written = sealed_log(dir.path());
+    let seg = first_sealed_segment(dir.path());
+    let index = seg.with_extension("index");
+    let entries = std::fs::metadata(&index).unwrap().len() / 8;
+    assert!(entries >= 3);
+    for entry in 0..entries - 1 {
+        for field_byte in [3u64, 6] {
+            let case = TempDir::new("index-entry-case");
+            copy_dir(dir.path(), case.path());
+            let index = case.path().join(index.strip_prefix(dir.path()).unwrap());
+            Damage::Flip {
+                at: entry * 8 + field_byte,
+                bit: 1,
+            }
+            .apply(&index);
+            let log = Log::open(case.path(), LogConfig::default()).unwrap();
+            let p = log.topic("b").unwrap().partition(0).unwrap().clone();
+            for offset in 0..written.len() as u64 {
+                let r = &p.read(offset, 1).unwrap()[0];
+                assert_eq!(r.offset, offset, "entry {entry} byte {field_byte}");
+                assert_eq!(r.key.as_deref(), Some(&written[offset as usize].key[..]));
+            }
+        }
+    }
+}
