@@ -308,7 +308,21 @@ pub fn load_index(data: &[u8]) {
 /// Props/config file parser: `decode_props` for both kinds of metadata
 /// file, then `TopicConfig::from_pairs`. What decodes must re-encode to a
 /// file that decodes to the same thing.
+///
+/// Random bytes almost never carry a valid CRC line, so the input is also
+/// tried with one appended (the body reaches the line parser).
 pub fn decode_config(data: &[u8]) {
+    decode_config_bytes(data);
+    let mut with_crc = data.to_vec();
+    if !with_crc.is_empty() && !with_crc.ends_with(b"\n") {
+        with_crc.push(b'\n');
+    }
+    let crc = crc32fast::hash(&with_crc);
+    with_crc.extend_from_slice(format!("crc32={crc:08x}\n").as_bytes());
+    decode_config_bytes(&with_crc);
+}
+
+fn decode_config_bytes(data: &[u8]) {
     let path = Path::new("fuzz.conf");
     for kind in ["topic-config", "meta"] {
         let Ok((version, pairs)) = crate::io::decode_props(path, data, kind, u32::MAX) else {

@@ -920,42 +920,73 @@ fn damaged_topic_config_and_future_meta_are_typed_errors() {
 }
 
 // ---------------------------------------------------------------------------
-// A real crash: SIGKILL of a child process in the middle of sending
+// A real crash: SIGKILL of a child process in the middle of its work
+//
+// The child runs a loop of `ChildOp`s and prints a line once each one is
+// acknowledged; the parent keeps what was acknowledged in a `Ledger` and,
+// after each kill, reopens the log and checks it. New kinds of work (say
+// committing a consumer group's offsets) are a new `ChildOp`, the line it
+// prints, and the check in `Ledger::verify`.
 
 const CHILD_DIR_ENV: &str = "LOGBUS_TEST_SIGKILL_DIR";
 const CHILD_CYCLE_ENV: &str = "LOGBUS_TEST_SIGKILL_CYCLE";
+const CHILD_SEGMENT_ENV: &str = "LOGBUS_SIGKILL_SEGMENT_BYTES";
+/// Partitions of the child's topic.
+const CHILD_PARTITIONS: u32 = 2;
 
 fn child_key(cycle: u64, i: u64, j: u64) -> String {
     format!("c{cycle}-{i}-{j}")
 }
 
-/// The value is a function of the key, so any record found can be checked.
+/// The value is a function of the key, so any record found can be checked:
+/// the key repeated to a length its hash chooses (0..300 bytes).
 fn child_value(key: &str) -> Vec<u8> {
-    let seed = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     });
-    let mut rng = Rng(seed);
-    let len = rng.below(300) as usize;
-    rng.bytes(len)
+    key.bytes().cycle().take((hash % 300) as usize).collect()
 }
 
 fn child_topic() -> TopicConfig {
     // Small segments put kills near rolls. The long run uses larger ones
-    // (LOGBUS_SIGKILL_SEGMENT_BYTES): every segment holds 3 open files, and
-    // thousands of 16 KiB segments would exhaust the process's descriptors.
-    let segment_bytes = std::env::var("LOGBUS_SIGKILL_SEGMENT_BYTES")
+    // (LOGBUS_SIGKILL_SEGMENT_BYTES) to keep the segment count down.
+    let segment_bytes = std::env::var(CHILD_SEGMENT_ENV)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(16 << 10);
-    TopicConfig::new(2)
+    TopicConfig::new(CHILD_PARTITIONS)
         .segment_bytes(segment_bytes)
         .max_record_bytes(4 << 10)
         .index_interval_bytes(512)
 }
 
-/// Child side of `sigkill_loses_no_acknowledged_record`: a no-op unless the
-/// parent set the environment. Opens the log, then sends until killed,
-/// printing `ACK <key> <partition> <offset>` once each send has returned.
+/// One step of the child's work.
+#[derive(Debug, Clone, Copy)]
+enum ChildOp {
+    /// `send` of one record; prints `ACK <key> <partition> <offset>`.
+    Send,
+    /// `send_batch` of n records; prints an `ACK` line per record.
+    SendBatch(u64),
+    /// An explicit roll of a partition; prints `ROLL <partition>` just
+    /// before it, so the parent can aim a kill at the roll.
+    Roll(u32),
+}
+
+impl ChildOp {
+    /// The `i`-th step: mostly sends, a batch every 4th, a roll every 64th.
+    fn nth(i: u64) -> ChildOp {
+        if i % 64 == 63 {
+            ChildOp::Roll((i / 64 % u64::from(CHILD_PARTITIONS)) as u32)
+        } else if i % 4 == 3 {
+            ChildOp::SendBatch(2 + i % 4)
+        } else {
+            ChildOp::Send
+        }
+    }
+}
+
+/// Child side of the SIGKILL tests: a no-op unless the parent set the
+/// environment. Opens the log, then runs `ChildOp`s until killed.
 #[test]
 fn sigkill_child() {
     let Ok(dir) = std::env::var(CHILD_DIR_ENV) else {
@@ -963,100 +994,202 @@ fn sigkill_child() {
     };
     let cycle: u64 = std::env::var(CHILD_CYCLE_ENV).unwrap().parse().unwrap();
     let log = Log::open(&dir, LogConfig::default()).unwrap();
-    match log.create_topic("t", child_topic()) {
-        Ok(_) | Err(Error::TopicExists { .. }) => {}
+    let topic = match log.create_topic("t", child_topic()) {
+        Ok(t) => t,
+        Err(Error::TopicExists { .. }) => log.topic("t").unwrap(),
         Err(e) => panic!("{e}"),
-    }
+    };
     let producer = log.producer("t").unwrap();
     let mut out = std::io::stdout().lock();
     // On a line of its own: the test harness has printed "test ... " before.
     writeln!(out, "\nREADY").unwrap();
     out.flush().unwrap();
-    for i in 0..1_000_000u64 {
-        let n = if i % 4 == 3 { 1 + i % 5 } else { 1 };
-        let records: Vec<Record> = (0..n)
-            .map(|j| {
-                let key = child_key(cycle, i, j);
-                Record::new(child_value(&key)).key(key)
-            })
-            .collect();
-        let metas = if n == 1 {
-            vec![producer.send(records[0].clone()).unwrap()]
-        } else {
-            producer.send_batch(&records).unwrap()
-        };
-        for (r, m) in records.iter().zip(&metas) {
-            let key = std::str::from_utf8(r.key.as_ref().unwrap()).unwrap();
-            if writeln!(out, "ACK {key} {} {}", m.partition, m.offset).is_err() {
-                std::process::exit(0); // the parent is gone
+    let mut ack = |line: std::fmt::Arguments<'_>| {
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            std::process::exit(0); // the parent is gone
+        }
+    };
+    for i in 0..u64::MAX {
+        match ChildOp::nth(i) {
+            ChildOp::Send => {
+                let key = child_key(cycle, i, 0);
+                let m = producer
+                    .send(Record::new(child_value(&key)).key(key.clone()))
+                    .unwrap();
+                ack(format_args!("ACK {key} {} {}", m.partition, m.offset));
+            }
+            ChildOp::SendBatch(n) => {
+                // One partition per batch: a chunk of one call is one
+                // Kafka batch, appended atomically.
+                let partition = (i % u64::from(CHILD_PARTITIONS)) as u32;
+                let records: Vec<Record> = (0..n)
+                    .map(|j| {
+                        let key = child_key(cycle, i, j);
+                        Record::new(child_value(&key)).key(key).partition(partition)
+                    })
+                    .collect();
+                let metas = producer.send_batch(&records).unwrap();
+                for (r, m) in records.iter().zip(&metas) {
+                    let key = std::str::from_utf8(r.key.as_ref().unwrap()).unwrap();
+                    ack(format_args!("ACK {key} {} {}", m.partition, m.offset));
+                }
+            }
+            ChildOp::Roll(p) => {
+                ack(format_args!("ROLL {p}"));
+                topic.partition(p).unwrap().roll().unwrap();
             }
         }
-        if out.flush().is_err() {
-            std::process::exit(0);
-        }
     }
 }
 
-/// Every acknowledged record is present with its bytes, offsets are
-/// contiguous from 0, and every record present is one the child sent.
-fn verify_after_kill(dir: &Path, acked: &std::collections::BTreeMap<(u32, u64), String>) {
-    // Usually unclean; clean when the last child was killed before it even
-    // opened the log, right after the previous verification closed it.
-    let log = Log::open(dir, LogConfig::default()).unwrap();
-    for partition in 0..2u32 {
-        let records = read_all(&log, "t", partition);
-        for (i, r) in records.iter().enumerate() {
-            assert_eq!(r.offset, i as u64, "offsets of partition {partition}");
-            let key = std::str::from_utf8(r.key.as_ref().unwrap()).unwrap();
+/// What the child acknowledged, over every cycle on one directory.
+#[derive(Debug, Default)]
+struct Ledger {
+    /// (partition, offset) → key.
+    acked: BTreeMap<(u32, u64), String>,
+}
+
+impl Ledger {
+    /// Takes in one line the child printed (a whole line: one cut by the
+    /// kill was never acknowledged).
+    fn apply(&mut self, line: &str) {
+        let mut parts = line.split_whitespace();
+        match parts.next() {
+            Some("ACK") => {
+                let key = parts.next().unwrap().to_string();
+                let partition: u32 = parts.next().unwrap().parse().unwrap();
+                let offset: u64 = parts.next().unwrap().parse().unwrap();
+                let previous = self.acked.insert((partition, offset), key);
+                assert!(
+                    previous.is_none(),
+                    "offset {partition}/{offset} acked twice"
+                );
+            }
+            Some("ROLL") => {}
+            _ => panic!("unexpected line from the child: {line:?}"),
+        }
+    }
+
+    /// Reopens `dir` after a kill and checks it: every acknowledged record
+    /// is present with its bytes at its offset; offsets are contiguous from
+    /// 0 up to the log end; every record present is one the child sent
+    /// (nothing from past a torn tail is visible); and recovering again from
+    /// a crash right after this recovery gives the same files as closing.
+    fn verify(&self, dir: &Path) {
+        // Usually unclean; clean when the last child was killed before it
+        // even opened the log, right after the previous verification.
+        let log = Log::open(dir, LogConfig::default()).unwrap();
+        // Every child so far was killed before it created the topic.
+        let created = log.topic("t").is_ok();
+        assert!(created || self.acked.is_empty(), "topic lost");
+        for partition in (0..CHILD_PARTITIONS).filter(|_| created) {
+            let records = read_all(&log, "t", partition);
+            let p = log
+                .topic("t")
+                .unwrap()
+                .partition(partition)
+                .unwrap()
+                .clone();
             assert_eq!(
-                r.value.as_deref(),
-                Some(&child_value(key)[..]),
-                "value of {key}"
+                p.log_end_offset(),
+                records.len() as u64,
+                "log end of {partition}"
             );
+            for (i, r) in records.iter().enumerate() {
+                assert_eq!(r.offset, i as u64, "offsets of partition {partition}");
+                let key = std::str::from_utf8(r.key.as_ref().unwrap()).unwrap();
+                assert_eq!(
+                    r.value.as_deref(),
+                    Some(&child_value(key)[..]),
+                    "value of {key}"
+                );
+            }
+            for ((p, offset), key) in self.acked.range((partition, 0)..=(partition, u64::MAX)) {
+                let r = records.get(*offset as usize).unwrap_or_else(|| {
+                    panic!(
+                        "acked {key} at {p}/{offset} lost: {} records",
+                        records.len()
+                    )
+                });
+                assert_eq!(r.key.as_deref(), Some(key.as_bytes()), "at {p}/{offset}");
+            }
         }
-        for ((p, offset), key) in acked.range((partition, 0)..=(partition, u64::MAX)) {
-            let r = records.get(*offset as usize).unwrap_or_else(|| {
-                panic!(
-                    "acked {key} at {p}/{offset} lost: {} records",
-                    records.len()
-                )
-            });
-            assert_eq!(r.key.as_deref(), Some(key.as_bytes()), "at {p}/{offset}");
-        }
+        let again = common::fast_temp_dir("sigkill-again");
+        common::copy_dir(dir, again.path());
+        log.close().unwrap();
+        Log::open(again.path(), LogConfig::default())
+            .unwrap()
+            .close()
+            .unwrap();
+        assert_same_files(&snapshot(again.path()), &snapshot(dir));
     }
-    log.close().unwrap();
 }
 
+/// Twenty kills, ... see `sigkill_cycles`. The normal run does 500
+/// (`LOGBUS_SIGKILL_CYCLES` to change).
 #[test]
 fn sigkill_loses_no_acknowledged_record() {
-    sigkill_cycles(20, 0x5eed, 16 << 10);
+    let cycles = env_u64("LOGBUS_SIGKILL_CYCLES", 500);
+    let seed = env_u64("LOGBUS_SIGKILL_SEED", 0x5eed);
+    sigkill_cycles(cycles, seed, 32 << 10, 5);
 }
 
-/// The long run: `LOGBUS_SIGKILL_CYCLES` kills (default 500) from seed
-/// `LOGBUS_SIGKILL_SEED`. `cargo test --release --test recovery -- --ignored`.
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The long run: `LOGBUS_SIGKILL_LONG_CYCLES` kills (default 100,000) from
+/// seed `LOGBUS_SIGKILL_SEED`, 1 MiB segments, a fresh directory every 200
+/// kills. `cargo test --release --test recovery -- --ignored sigkill_long_run`.
 #[test]
-#[ignore = "long run: cargo test --release --test recovery -- --ignored"]
+#[ignore = "long run: cargo test --release --test recovery -- --ignored sigkill_long_run"]
 fn sigkill_long_run() {
-    let env = |name: &str, default: u64| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
     sigkill_cycles(
-        env("LOGBUS_SIGKILL_CYCLES", 500),
-        env("LOGBUS_SIGKILL_SEED", 0x5eed),
-        env("LOGBUS_SIGKILL_SEGMENT_BYTES", 1 << 20),
+        env_u64("LOGBUS_SIGKILL_LONG_CYCLES", 100_000),
+        env_u64("LOGBUS_SIGKILL_SEED", 0x5eed),
+        env_u64(CHILD_SEGMENT_ENV, 1 << 20),
+        env_u64("LOGBUS_SIGKILL_DIR_CYCLES", 200),
     );
 }
 
-fn sigkill_cycles(cycles: u64, seed: u64, segment_bytes: u64) {
-    let dir = TempDir::new("sigkill");
+/// How the parent picks the moment of a kill.
+#[derive(Debug, Clone, Copy)]
+enum KillAt {
+    /// While the child is still opening (recovering from the last kill).
+    Opening,
+    /// Uniform in 0..=50 ms after the child is ready.
+    Sending(u64),
+    /// 0..=300 µs after the child announces a roll.
+    Roll(u64),
+}
+
+/// `cycles` SIGKILLs of a child writer at seeded moments, on tmpfs (a
+/// process crash keeps the page cache, so tmpfs loses nothing a disk would
+/// keep), with a fresh directory every `dir_cycles` kills so verification
+/// stays bounded. Every other kill is verified by the parent; in between,
+/// the next child recovers from the kill itself.
+fn sigkill_cycles(cycles: u64, seed: u64, segment_bytes: u64, dir_cycles: u64) {
     let mut rng = Rng(seed);
-    let mut acked = std::collections::BTreeMap::new();
+    let mut dir = common::fast_temp_dir("sigkill");
+    let mut ledger = Ledger::default();
+    let mut total_acked = 0;
+    let (mut rolls_aimed, mut verified) = (0, 0);
     for cycle in 0..cycles {
+        if cycle > 0 && cycle % dir_cycles == 0 {
+            total_acked += ledger.acked.len();
+            dir = common::fast_temp_dir("sigkill");
+            ledger = Ledger::default();
+        }
+        let kill_at = match rng.below(10) {
+            0 | 1 => KillAt::Opening,
+            2 | 3 => KillAt::Roll(rng.below(301)),
+            _ => KillAt::Sending(rng.below(51)),
+        };
         let mut child = common::reexec("sigkill_child")
-            .env("LOGBUS_SIGKILL_SEGMENT_BYTES", segment_bytes.to_string())
+            .env(CHILD_SEGMENT_ENV, segment_bytes.to_string())
             .env(CHILD_DIR_ENV, dir.path())
             .env(CHILD_CYCLE_ENV, cycle.to_string())
             .stdout(Stdio::piped())
@@ -1064,7 +1197,8 @@ fn sigkill_cycles(cycles: u64, seed: u64, segment_bytes: u64) {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let (roll_tx, rolling) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
             let mut lines = Vec::new();
@@ -1075,51 +1209,50 @@ fn sigkill_cycles(cycles: u64, seed: u64, segment_bytes: u64) {
                     // A line cut by the kill was never fully acknowledged.
                     Ok(_) if !line.ends_with('\n') => break,
                     Ok(_) if line == "READY\n" => {
-                        let _ = tx.send(());
+                        let _ = ready_tx.send(());
                     }
                     Ok(_) if line.starts_with("ACK ") => lines.push(line),
+                    Ok(_) if line.starts_with("ROLL ") => {
+                        let _ = roll_tx.send(());
+                        lines.push(line);
+                    }
                     Ok(_) => {} // the test harness's own output
                 }
             }
             lines
         });
-        // Mostly kill while sending; sometimes while the child is still
-        // opening (recovering from the previous kill).
-        let early = rng.below(5) == 0;
-        if !early {
-            rx.recv_timeout(Duration::from_secs(60))
-                .expect("child never became ready");
+        let wait = Duration::from_secs(60);
+        match kill_at {
+            KillAt::Opening => {}
+            KillAt::Sending(ms) => {
+                ready.recv_timeout(wait).expect("child never became ready");
+                std::thread::sleep(Duration::from_millis(ms));
+            }
+            KillAt::Roll(us) => {
+                rolling.recv_timeout(wait).expect("child never rolled");
+                std::thread::sleep(Duration::from_micros(us));
+                rolls_aimed += 1;
+            }
         }
-        std::thread::sleep(Duration::from_millis(rng.below(51)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         for line in reader.join().unwrap() {
-            let mut parts = line.split_whitespace();
-            assert_eq!(parts.next(), Some("ACK"), "{line:?}");
-            let key = parts.next().unwrap().to_string();
-            let partition: u32 = parts.next().unwrap().parse().unwrap();
-            let offset: u64 = parts.next().unwrap().parse().unwrap();
-            let previous = acked.insert((partition, offset), key);
-            assert!(
-                previous.is_none(),
-                "offset {partition}/{offset} acked twice"
-            );
+            ledger.apply(&line);
         }
-        // Every other cycle the next child recovers from the kill itself;
-        // the last cycle is always verified (it closes the log cleanly).
-        if cycle % 2 == 1 || cycle + 1 == cycles {
-            verify_after_kill(dir.path(), &acked);
+        let last_of_dir = (cycle + 1) % dir_cycles == 0 || cycle + 1 == cycles;
+        if cycle % 2 == 1 || last_of_dir {
+            ledger.verify(dir.path());
+            verified += 1;
         }
     }
+    total_acked += ledger.acked.len();
     eprintln!(
-        "sigkill: {} records acked over {cycles} kills (seed {seed:#x})",
-        acked.len()
+        "sigkill: {cycles} kills ({rolls_aimed} aimed at a roll, {verified} verified by the parent), \
+         {total_acked} records acked (seed {seed:#x})"
     );
-    assert!(acked.len() > 100, "only {} records acked", acked.len());
+    assert!(total_acked > 100, "only {total_acked} records acked");
     // The last cycle was verified, which closed the log cleanly.
     let log = Log::open(dir.path(), LogConfig::default()).unwrap();
     assert!(log.recovery_report().clean_shutdown);
-    let total: usize = (0..2).map(|p| read_all(&log, "t", p).len()).sum();
-    assert!(total >= acked.len());
     log.close().unwrap();
 }
