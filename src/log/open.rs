@@ -382,17 +382,19 @@ impl SegmentWriter {
                 builder.finish(&time_index);
                 if outcome.valid_len < file_len {
                     let rest = &data[outcome.valid_len as usize..];
-                    // A sealed segment was whole before the next one was
-                    // created: only a roll's untrimmed zero tail may follow
-                    // its last batch. Anything else is damage (a cut file,
-                    // a bad batch), and cutting it would leave a hole in
-                    // the middle of the log.
-                    if !active && rest.iter().any(|&b| b != 0) {
+                    // Only the active segment after a crash can be torn.
+                    // After a clean shutdown `close` synced and trimmed
+                    // every file. A sealed segment was whole before the
+                    // next one was created: only a roll's untrimmed zero
+                    // tail may follow its last batch. Anything else is
+                    // damage (a cut file, a bad batch), and cutting it
+                    // would lose data or leave a hole in the log.
+                    if clean || (!active && rest.iter().any(|&b| b != 0)) {
                         return Err(Error::corrupt(
                             &log_path,
                             outcome.valid_len,
                             format!(
-                                "damaged batch in a sealed segment: {:?}",
+                                "damaged batch in a segment that cannot be torn: {:?}",
                                 outcome.stopped_by
                             ),
                         ));
