@@ -794,3 +794,21 @@ fn files_replaced_by_garbage() {
         }
     }
 }
+
+/// A directory in the data directory that is not a topic (no `topic.conf`)
+/// fails the open with an error naming it, rather than being skipped: a
+/// topic whose config was lost would otherwise vanish with its data.
+#[test]
+fn stray_directory_is_an_error_naming_it() {
+    let dir = TempDir::new("stray");
+    Log::open(dir.path(), LogConfig::default())
+        .unwrap()
+        .close()
+        .unwrap();
+    let stray = dir.path().join(".snapshot");
+    std::fs::create_dir(&stray).unwrap();
+    match Log::open(dir.path(), LogConfig::default()) {
+        Err(Error::Io { path, .. }) => assert!(path.starts_with(&stray), "{path:?}"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}
