@@ -460,6 +460,9 @@ fn check_case(
         // A poll that meets a damaged batch returns the error instead of
         // the records before it; otherwise both paths read the same.
         let either_stopped = fetched.stopped_by_corrupt || polled.stopped_by_corrupt;
+        if !fetched.stopped_by_corrupt {
+            check_offsets_for_times(&log, topic, *partition, written, p.log_end_offset(), 97)?;
+        }
         if !either_stopped && fetched.records.len() != polled.records.len() {
             return Err(format!(
                 "{topic}/{partition}: fetch read {} records, poll {}",
@@ -482,6 +485,40 @@ fn check_case(
         read_fetched(&p, &pdir).map_err(|e| format!("after reopen {topic}/{partition}: {e}"))?;
     }
     again.close().map_err(|e| format!("second close: {e}"))?;
+    Ok(())
+}
+
+/// `offsets_for_times` (which starts from the `.timeindex`) gives the
+/// earliest surviving offset at or after each timestamp, or an error naming
+/// a file; never a wrong offset.
+fn check_offsets_for_times(
+    log: &Log,
+    topic: &str,
+    partition: u32,
+    written: &[Written],
+    log_end: u64,
+    step: usize,
+) -> Result<(), String> {
+    let consumer = log.consumer(ConsumerConfig::default());
+    let last = written.last().map_or(T0, |w| w.timestamp);
+    for t in (T0 - 5..=last + 5).step_by(step) {
+        let want = written[..log_end as usize]
+            .iter()
+            .position(|w| w.timestamp >= t)
+            .map(|i| (i as u64, written[i].timestamp));
+        match consumer.offsets_for_times(&[(TopicPartition::new(topic, partition), t)]) {
+            Ok(got) => {
+                let got = got[0].as_ref().map(|o| (o.offset, o.timestamp));
+                if got != want {
+                    return Err(format!(
+                        "{topic}/{partition}: offsets_for_times({t}) = {got:?}, want {want:?}"
+                    ));
+                }
+            }
+            Err(Error::Corrupt { .. }) => {}
+            Err(e) => return Err(format!("offsets_for_times({t}): {e}")),
+        }
+    }
     Ok(())
 }
 
@@ -810,5 +847,35 @@ fn stray_directory_is_an_error_naming_it() {
     match Log::open(dir.path(), LogConfig::default()) {
         Err(Error::Io { path, .. }) => assert!(path.starts_with(&stray), "{path:?}"),
         other => panic!("{:?}", other.map(|_| ())),
+    }
+}
+
+/// Was: a damaged `.timeindex` entry (trusted after a clean shutdown)
+/// started `offsets_for_times` past the answer, which then returned a later
+/// offset. An entry must now name a batch with its largest timestamp.
+#[test]
+fn damaged_time_index_entries_never_misdirect_offsets_for_times() {
+    let dir = TempDir::new("time-entry");
+    let written = sealed_log(dir.path());
+    let seg = first_sealed_segment(dir.path());
+    let index = seg.with_extension("timeindex");
+    let entries = std::fs::metadata(&index).unwrap().len() / 12;
+    assert!(entries >= 3);
+    let log_end = written.len() as u64;
+    for entry in 0..entries {
+        // Bits of the timestamp and of the relative offset.
+        for (field_byte, bit) in [(3u64, 3u8), (7, 2), (7, 4), (11, 0), (11, 3)] {
+            let case = TempDir::new("time-entry-case");
+            copy_dir(dir.path(), case.path());
+            let index = case.path().join(index.strip_prefix(dir.path()).unwrap());
+            Damage::Flip {
+                at: entry * 12 + field_byte,
+                bit,
+            }
+            .apply(&index);
+            let log = Log::open(case.path(), LogConfig::default()).unwrap();
+            check_offsets_for_times(&log, "b", 0, &written, log_end, 3)
+                .unwrap_or_else(|e| panic!("entry {entry} byte {field_byte} bit {bit}: {e}"));
+        }
     }
 }

@@ -304,14 +304,28 @@ impl Segment {
     /// # Errors
     /// As [`Segment::locate`].
     pub fn locate_time(&self, timestamp: i64) -> Result<Option<Located>> {
-        let start = match self.time_index.floor(timestamp) {
-            Some(entry) => {
-                let offset = self.base_offset + u64::from(entry.relative_offset);
-                self.locate(offset)?.map_or(0, |l| l.position)
-            }
-            None => 0,
-        };
+        let start = self
+            .time_index
+            .floor(timestamp)
+            .and_then(|entry| self.time_anchor(entry))
+            .unwrap_or(0);
         self.walk(start, |h| h.max_timestamp >= timestamp)
+    }
+
+    /// The position of the batch a `.timeindex` entry names, if it is one:
+    /// an entry holds the last offset of the batch that raised the
+    /// segment's largest timestamp, and that batch's largest timestamp. A
+    /// damaged entry (not checksummed, and trusted after a clean shutdown)
+    /// would start the search past the answer; it costs a walk from the
+    /// start of the segment instead.
+    fn time_anchor(&self, entry: TimeEntry) -> Option<u64> {
+        let offset = self
+            .base_offset
+            .checked_add(u64::from(entry.relative_offset))?;
+        let found = self.locate(offset).ok()??;
+        let h = &found.header;
+        (h.last_offset() == offset as i64 && h.max_timestamp == entry.timestamp)
+            .then_some(found.position)
     }
 
     /// Walks the batches from `position` (the start of the segment or of a
