@@ -278,8 +278,8 @@ impl Segment {
                     &self.log_path,
                     l.position,
                     format!(
-                        "offsets {offset}..{} are missing: the batch here starts at {}",
-                        l.header.base_offset, l.header.base_offset
+                        "offset {offset} is missing: the batch here starts at {}",
+                        l.header.base_offset
                     ),
                 ))
             }
