@@ -136,6 +136,13 @@ impl Log {
 
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
         let clean = marker.exists();
+        if clean {
+            // Before any file changes (opening a partition re-extends its
+            // active segment and indexes): a process killed during this open
+            // must not leave the marker vouching for files it has touched.
+            std::fs::remove_file(&marker).map_err(|e| Error::io(&marker, e))?;
+            crate::io::fsync_dir(&dir)?;
+        }
         let boot = BootId::check(&dir);
         let after_reboot = !clean && boot.changed;
         let (flush_tx, flush_rx) = crossbeam_channel::unbounded();
@@ -183,12 +190,6 @@ impl Log {
             None => Default::default(),
         };
         boot.record(&dir)?;
-        if clean {
-            // From here on the files change again: the next open must not
-            // trust them unless this session closes cleanly too.
-            std::fs::remove_file(&marker).map_err(|e| Error::io(&marker, e))?;
-            crate::io::fsync_dir(&dir)?;
-        }
 
         let shared = Arc::new(LogShared {
             dir,

@@ -879,3 +879,41 @@ fn damaged_time_index_entries_never_misdirect_offsets_for_times() {
         }
     }
 }
+
+/// Was: `open` removed the clean-shutdown marker only once every topic
+/// was open, but opening a partition already re-extends its active segment
+/// and indexes (zero tails). A process killed in between (the SIGKILL test
+/// kills children while they open), or an open that failed on a later
+/// topic, left the marker vouching for files it had changed. The marker now
+/// goes first, so the next open recovers as after a crash.
+#[test]
+fn an_open_that_fails_part_way_leaves_no_clean_marker() {
+    let reference = reference();
+    let dir = TempDir::new("open-part-way");
+    copy_dir(reference.clean.path(), dir.path());
+    // Topics open in name order: `a` is opened (its files touched), then
+    // `b` fails.
+    let conf = dir.path().join("b/topic.conf");
+    let good = std::fs::read(&conf).unwrap();
+    std::fs::write(&conf, b"garbage").unwrap();
+    assert!(matches!(
+        Log::open(dir.path(), LogConfig::default()),
+        Err(Error::Corrupt { .. })
+    ));
+    assert!(!dir.path().join(".clean_shutdown").exists());
+    std::fs::write(&conf, good).unwrap();
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    assert!(!log.recovery_report().clean_shutdown);
+    for ((topic, partition), written) in &reference.model {
+        let p = log
+            .topic(topic)
+            .unwrap()
+            .partition(*partition)
+            .unwrap()
+            .clone();
+        let pdir = dir.path().join(topic).join(partition.to_string());
+        let read = read_fetched(&p, &pdir).unwrap();
+        assert!(!read.stopped_by_corrupt);
+        assert_eq!(read.records.len(), written.len(), "{topic}/{partition}");
+    }
+}

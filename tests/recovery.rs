@@ -924,8 +924,8 @@ fn damaged_topic_config_and_future_meta_are_typed_errors() {
 //
 // The child runs a loop of `ChildOp`s and prints a line once each one is
 // acknowledged; the parent keeps what was acknowledged in a `Ledger` and,
-// after each kill, reopens the log and checks it. New kinds of work (say
-// committing a consumer group's offsets) are a new `ChildOp`, the line it
+// after each kill, reopens the log and checks it. New kinds of work (say a
+// retention pass or a compaction swap) are a new `ChildOp`, the line it
 // prints, and the check in `Ledger::verify`.
 
 const CHILD_DIR_ENV: &str = "LOGBUS_TEST_SIGKILL_DIR";
@@ -970,12 +970,22 @@ enum ChildOp {
     /// An explicit roll of a partition; prints `ROLL <partition>` just
     /// before it, so the parent can aim a kill at the roll.
     Roll(u32),
+    /// A poll of the child's consumer group member, then a synchronous
+    /// commit; prints `COMMIT <partition> <offset>` for each committed
+    /// offset once `commit` has returned.
+    Commit,
 }
 
+/// The consumer group the child reads and commits with.
+const CHILD_GROUP: &str = "g";
+
 impl ChildOp {
-    /// The `i`-th step: mostly sends, a batch every 4th, a roll every 64th.
+    /// The `i`-th step: mostly sends, a batch every 4th, a commit every
+    /// 16th, a roll every 64th.
     fn nth(i: u64) -> ChildOp {
-        if i % 64 == 63 {
+        if i % 16 == 7 {
+            ChildOp::Commit
+        } else if i % 64 == 63 {
             ChildOp::Roll((i / 64 % u64::from(CHILD_PARTITIONS)) as u32)
         } else if i % 4 == 3 {
             ChildOp::SendBatch(2 + i % 4)
@@ -1000,6 +1010,8 @@ fn sigkill_child() {
         Err(e) => panic!("{e}"),
     };
     let producer = log.producer("t").unwrap();
+    let group = GroupConfig::default().auto_commit(false);
+    let mut member = ConsumerGroup::join(&log, CHILD_GROUP, &["t"], group).unwrap();
     let mut out = std::io::stdout().lock();
     // On a line of its own: the test harness has printed "test ... " before.
     writeln!(out, "\nREADY").unwrap();
@@ -1038,6 +1050,15 @@ fn sigkill_child() {
                 ack(format_args!("ROLL {p}"));
                 topic.partition(p).unwrap().roll().unwrap();
             }
+            ChildOp::Commit => {
+                member.poll(Duration::ZERO).unwrap();
+                member.commit().unwrap();
+                for tp in member.assignment() {
+                    if let Some(c) = member.committed(&tp) {
+                        ack(format_args!("COMMIT {} {}", tp.partition, c.offset));
+                    }
+                }
+            }
         }
     }
 }
@@ -1047,6 +1068,10 @@ fn sigkill_child() {
 struct Ledger {
     /// (partition, offset) → key.
     acked: BTreeMap<(u32, u64), String>,
+    /// The group's last acknowledged committed offset per partition.
+    committed: BTreeMap<u32, u64>,
+    /// The committed offsets the last verification found.
+    seen_committed: BTreeMap<u32, u64>,
 }
 
 impl Ledger {
@@ -1066,6 +1091,13 @@ impl Ledger {
                 );
             }
             Some("ROLL") => {}
+            Some("COMMIT") => {
+                let partition: u32 = parts.next().unwrap().parse().unwrap();
+                let offset: u64 = parts.next().unwrap().parse().unwrap();
+                let last = self.committed.entry(partition).or_default();
+                assert!(offset >= *last, "commit of {partition} went back");
+                *last = offset;
+            }
             _ => panic!("unexpected line from the child: {line:?}"),
         }
     }
@@ -1073,9 +1105,11 @@ impl Ledger {
     /// Reopens `dir` after a kill and checks it: every acknowledged record
     /// is present with its bytes at its offset; offsets are contiguous from
     /// 0 up to the log end; every record present is one the child sent
-    /// (nothing from past a torn tail is visible); and recovering again from
-    /// a crash right after this recovery gives the same files as closing.
-    fn verify(&self, dir: &Path) {
+    /// (nothing from past a torn tail is visible); each committed offset is
+    /// at least the last one acknowledged and the last one seen, and at most
+    /// the log end; and recovering again from a crash right after this
+    /// recovery gives the same files as closing.
+    fn verify(&mut self, dir: &Path) {
         // Usually unclean; clean when the last child was killed before it
         // even opened the log, right after the previous verification.
         let log = Log::open(dir, LogConfig::default()).unwrap();
@@ -1114,6 +1148,7 @@ impl Ledger {
                 assert_eq!(r.key.as_deref(), Some(key.as_bytes()), "at {p}/{offset}");
             }
         }
+        self.verify_committed(&log);
         let again = common::fast_temp_dir("sigkill-again");
         common::copy_dir(dir, again.path());
         log.close().unwrap();
@@ -1125,8 +1160,45 @@ impl Ledger {
     }
 }
 
-/// Twenty kills, ... see `sigkill_cycles`. The normal run does 500
-/// (`LOGBUS_SIGKILL_CYCLES` to change).
+impl Ledger {
+    fn verify_committed(&mut self, log: &Log) {
+        let offsets = match log.describe_group(CHILD_GROUP) {
+            Ok(d) => d.offsets,
+            // No child has joined the group yet (or none committed).
+            Err(Error::UnknownGroup { .. }) => Vec::new(),
+            Err(e) => panic!("describe_group: {e}"),
+        };
+        let found: BTreeMap<u32, (u64, u64)> = offsets
+            .iter()
+            .filter_map(|o| o.committed.map(|c| (o.partition.partition, (c, o.log_end))))
+            .collect();
+        for (&p, &acked) in &self.committed {
+            let (c, _) = found
+                .get(&p)
+                .copied()
+                .unwrap_or_else(|| panic!("acknowledged commit of partition {p} at {acked} lost"));
+            assert!(
+                c >= acked,
+                "committed offset of {p}: {c} below the acknowledged {acked}"
+            );
+        }
+        for (&p, &(c, log_end)) in &found {
+            assert!(
+                c <= log_end,
+                "committed offset of {p}: {c} past the log end {log_end}"
+            );
+            let seen = self.seen_committed.entry(p).or_default();
+            assert!(
+                c >= *seen,
+                "committed offset of {p} went back from {seen} to {c}"
+            );
+            *seen = c;
+        }
+    }
+}
+
+/// 500 SIGKILLs (`LOGBUS_SIGKILL_CYCLES` to change; `LOGBUS_SIGKILL_SEED`
+/// for another seed): see `sigkill_cycles`.
 #[test]
 fn sigkill_loses_no_acknowledged_record() {
     let cycles = env_u64("LOGBUS_SIGKILL_CYCLES", 500);

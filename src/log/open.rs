@@ -85,12 +85,12 @@ fn offsets_fit(header: &BatchHeader, segment_base: u64) -> bool {
         && (header.last_offset() as u64).saturating_sub(segment_base) <= u64::from(u32::MAX)
 }
 
-/// Is there a valid batch anywhere in `buf` (damage followed by good data)?
-/// Skips zero runs quickly: a preallocated tail is all zeros.
-pub(crate) fn find_valid_batch(buf: &[u8], min_offset: u64) -> Option<usize> {
+/// Is there a valid batch starting below `limit` in `buf` (damage followed
+/// by good data)? Skips zero runs quickly: a preallocated tail is all zeros.
+pub(crate) fn find_valid_batch(buf: &[u8], limit: usize, min_offset: u64) -> Option<usize> {
     const MAGIC_AT: usize = 16; // baseOffset(8) + batchLength(4) + leaderEpoch(4)
     let mut p = 0;
-    while p + record::BATCH_HEADER_LEN <= buf.len() {
+    while p < limit && p + record::BATCH_HEADER_LEN <= buf.len() {
         if buf[p + MAGIC_AT] == record::MAGIC as u8 {
             if let Ok(h) = record::check(&buf[p..]) {
                 if h.base_offset >= 0 && h.base_offset as u64 >= min_offset {
@@ -381,15 +381,19 @@ impl SegmentWriter {
                 });
                 builder.finish(&time_index);
                 if outcome.valid_len < file_len {
-                    let rest = &data[outcome.valid_len as usize..];
+                    let rest_at = outcome.valid_len;
+                    // Only where the file has data: the rest is holes (zeros).
+                    let ranges = crate::io::data_ranges(&file, rest_at, file_len);
+                    let bytes = |r: &std::ops::Range<u64>| &data[r.start as usize..r.end as usize];
                     // Only the active segment after a crash can be torn.
-                    // After a clean shutdown `close` synced and trimmed
-                    // every file. A sealed segment was whole before the
-                    // next one was created: only a roll's untrimmed zero
-                    // tail may follow its last batch. Anything else is
-                    // damage (a cut file, a bad batch), and cutting it
-                    // would lose data or leave a hole in the log.
-                    if clean || (!active && rest.iter().any(|&b| b != 0)) {
+                    // After a clean shutdown `close` synced every file, and
+                    // a sealed segment was whole before the next one was
+                    // created: only zeros may follow their last batch (a
+                    // roll's untrimmed tail, or a preallocated one). Anything
+                    // else is damage (a cut file, a bad batch), and cutting
+                    // it would lose data or leave a hole in the log.
+                    let nonzero = ranges.iter().any(|r| bytes(r).iter().any(|&b| b != 0));
+                    if (clean || !active) && nonzero {
                         return Err(Error::corrupt(
                             &log_path,
                             outcome.valid_len,
@@ -399,7 +403,16 @@ impl SegmentWriter {
                             ),
                         ));
                     }
-                    let valid_after = find_valid_batch(rest, outcome.next_offset);
+                    let valid_after = ranges.iter().find_map(|r| {
+                        // A batch header may begin just before the data.
+                        let from = r
+                            .start
+                            .saturating_sub(record::BATCH_HEADER_LEN as u64)
+                            .max(rest_at);
+                        let buf = &data[from as usize..];
+                        let limit = (r.end - from) as usize;
+                        find_valid_batch(buf, limit, outcome.next_offset).map(|p| from + p as u64)
+                    });
                     // After a process crash the page cache kept every write,
                     // so good batches after damage mean real corruption. After
                     // a reboot, unsynced pages may come back as holes in any
@@ -411,13 +424,17 @@ impl SegmentWriter {
                             outcome.valid_len,
                             format!(
                                 "damaged batch ({:?}) followed by a valid batch at byte {}",
-                                outcome.stopped_by,
-                                outcome.valid_len + at as u64
+                                outcome.stopped_by, at
                             ),
                         ));
                     }
-                    let last_nonzero = rest.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
-                    repair.truncated_bytes = last_nonzero as u64;
+                    let data_end = ranges.iter().rev().find_map(|r| {
+                        bytes(r)
+                            .iter()
+                            .rposition(|&b| b != 0)
+                            .map(|p| r.start + p as u64 + 1)
+                    });
+                    repair.truncated_bytes = data_end.map_or(0, |end| end - rest_at);
                 }
                 (
                     outcome.valid_len,
