@@ -46,9 +46,12 @@
 //!   and a partition's segment-list changes `partition::upkeep`.
 //! - `partitioner` — Kafka's murmur2.
 //! - `io` — directory lock, fsync, atomic file replacement, block
-//!   reservation, checksummed metadata files; the storage seam whose test
-//!   side, `crashsim`, simulates power cuts and injects I/O errors.
+//!   reservation, a file's data ranges, checksummed metadata files; the
+//!   storage seam whose test side, `crashsim`, simulates power cuts and
+//!   injects I/O errors.
 //! - `config`, `error`, `record` — options, the error type, record types.
+//! - `fuzzing` (feature `fuzzing`, hidden) — the entry points of the fuzz
+//!   targets in `fuzz/`, also run under proptest by `cargo test`.
 //!
 //! On-disk format: `docs/FORMAT.md`.
 

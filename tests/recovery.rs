@@ -1214,8 +1214,9 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 /// The long run: `LOGBUS_SIGKILL_LONG_CYCLES` kills (default 100,000) from
-/// seed `LOGBUS_SIGKILL_SEED`, 1 MiB segments, a fresh directory every 200
-/// kills. `cargo test --release --test recovery -- --ignored sigkill_long_run`.
+/// seed `LOGBUS_SIGKILL_SEED`, 1 MiB segments, a fresh directory every 20
+/// kills (`LOGBUS_SIGKILL_DIR_CYCLES`: every verification reads and copies
+/// the whole directory). `cargo test --release --test recovery -- --ignored sigkill_long_run`.
 #[test]
 #[ignore = "long run: cargo test --release --test recovery -- --ignored sigkill_long_run"]
 fn sigkill_long_run() {
@@ -1223,7 +1224,7 @@ fn sigkill_long_run() {
         env_u64("LOGBUS_SIGKILL_LONG_CYCLES", 100_000),
         env_u64("LOGBUS_SIGKILL_SEED", 0x5eed),
         env_u64(CHILD_SEGMENT_ENV, 1 << 20),
-        env_u64("LOGBUS_SIGKILL_DIR_CYCLES", 200),
+        env_u64("LOGBUS_SIGKILL_DIR_CYCLES", 20),
     );
 }
 
