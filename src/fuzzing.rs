@@ -366,7 +366,9 @@ fn template() -> &'static Template {
         let clean = Scratch::new("template-clean");
         let crash = Scratch::new("template-crash");
         let log = Log::open(&clean.0, LogConfig::default()).expect("open template");
+        // No retention: the records are years old by the wall clock.
         let topic = TopicConfig::new(1)
+            .retention_ms(None)
             .segment_bytes(4096)
             .max_record_bytes(1024)
             .index_interval_bytes(128);

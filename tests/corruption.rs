@@ -48,7 +48,10 @@ struct Reference {
 }
 
 fn topic_config(partitions: u32) -> TopicConfig {
+    // No retention: the records are years old by the wall clock, and the
+    // maintenance thread would delete their segments.
     TopicConfig::new(partitions)
+        .retention_ms(None)
         .segment_bytes(4096)
         .max_record_bytes(1024)
         .index_interval_bytes(256)

@@ -171,7 +171,9 @@ fn tp(topic: usize, partition: u32) -> TopicPartition {
 
 fn topic_config(partitions: u32) -> TopicConfig {
     // The smallest segments: rolls happen every few sends.
+    // No retention: the model keeps every record.
     TopicConfig::new(partitions)
+        .retention_ms(None)
         .segment_bytes(4096)
         .max_record_bytes(1024)
         .index_interval_bytes(128)

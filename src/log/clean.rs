@@ -284,6 +284,7 @@ mod tests {
         let opts = crate::log::segment::SegmentOptions {
             capacity: 1 << 20,
             index_interval: 4096,
+            contiguous: false,
         };
         let stats = write_cleaned(out.path(), &sealed, &map, rules, opts).unwrap();
         let bytes = Bytes::from(std::fs::read(cleaned_path(out.path(), 0, "log")).unwrap());
