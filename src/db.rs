@@ -224,8 +224,13 @@ impl Log {
         let weak = Arc::downgrade(&shared);
         maintenance.set_retention_floor(Some(Arc::new(move |topic: &str, partition| {
             let shared = weak.upgrade()?;
-            let topic = shared.topic(topic).ok()?;
-            progress::consumed_floor(&shared, &topic, partition)
+            // IMPORTANT: never wait for the topics lock here. The pass calls
+            // this while it holds the partition, and `delete_topic` waits
+            // for the partition's maintenance while holding that lock
+            // (a deadlock). During a topic deletion nothing is deleted as
+            // consumed; the next pass catches up.
+            let topic = shared.try_topic(topic)?;
+            progress::consumed_floor(&shared, &topic, partition, progress::Locking::Try)
         })));
         Ok(Log {
             handle: Arc::new(LogHandle {
@@ -512,13 +517,28 @@ impl LogShared {
         &self.queues
     }
 
-    /// Where work queue `name` starts on `topic`/`partition`, if it is open
-    /// on that topic.
-    pub(crate) fn queue_start(&self, name: &str, topic: &str, partition: u32) -> Option<u64> {
-        let queue = self.queues.lock().get(name)?.upgrade()?;
-        (queue.topic.name() == topic)
-            .then(|| queue.start_offset(partition))
-            .flatten()
+    /// Where work queue `name` starts on `topic`/`partition`: `Some(None)`
+    /// if no such queue is open on that topic, `None` if a lock was busy
+    /// under `Locking::Try`.
+    pub(crate) fn queue_start(
+        &self,
+        name: &str,
+        topic: &str,
+        partition: u32,
+        locking: progress::Locking,
+    ) -> Option<Option<u64>> {
+        let registry = match locking {
+            progress::Locking::Wait => self.queues.lock(),
+            progress::Locking::Try => self.queues.try_lock()?,
+        };
+        let Some(queue) = registry.get(name).and_then(std::sync::Weak::upgrade) else {
+            return Some(None);
+        };
+        drop(registry);
+        if queue.topic.name() != topic {
+            return Some(None);
+        }
+        queue.start_offset(partition, locking).map(Some)
     }
 
     pub(crate) fn progress(&self) -> &Progress {
@@ -623,6 +643,12 @@ impl LogShared {
         let topic = Topic { shared };
         topics.insert(name.to_string(), topic.clone());
         Ok(topic)
+    }
+
+    /// The topic, unless it is unknown or the topics lock is held for
+    /// writing (a topic being created or deleted) right now.
+    fn try_topic(&self, name: &str) -> Option<Topic> {
+        self.topics.try_read()?.get(name).cloned()
     }
 
     pub(crate) fn topic(&self, name: &str) -> Result<Topic> {

@@ -198,3 +198,33 @@ fn back_pressure_needs_named_consumers() {
     let log = open(&dir);
     assert_eq!(log.topic("t").unwrap().config(), &good);
 }
+
+/// Regression: the maintenance pass asked for the consumed floor while
+/// holding a partition that `delete_topic` waited for under the topics
+/// lock the floor lookup then waited for (a deadlock, seen in CI).
+#[test]
+fn deleting_topics_while_maintenance_runs_does_not_deadlock() {
+    let dir = TempDir::new("consumed-delete-race");
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let worker = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for round in 0..60 {
+                log.create_topic("t", topic(&["g"])).unwrap();
+                let mut m = ConsumerGroup::join(&log, "g", &["t"], GroupConfig::default()).unwrap();
+                fill(&log, "t", 40); // rolls several times: each seal wakes maintenance
+                m.poll(SHORT).unwrap();
+                m.commit().unwrap();
+                drop(m);
+                log.delete_topic("t").unwrap();
+                let _ = round;
+            }
+            done_tx.send(()).unwrap();
+        })
+    };
+    done_rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("create/delete rounds stalled: deadlock?");
+    worker.join().unwrap();
+}

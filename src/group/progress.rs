@@ -16,9 +16,26 @@ use crate::db::LogShared;
 use crate::error::{Error, Result};
 use crate::topic::Topic;
 
+/// How `consumed_floor` may take locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Locking {
+    /// Wait for them (producers).
+    Wait,
+    /// Never wait: a lock held elsewhere counts as "nothing consumed". The
+    /// maintenance pass asks while it holds a partition that
+    /// `delete_topic` may be waiting for, under locks a join or a queue
+    /// open may be waiting for: waiting here could close the circle.
+    Try,
+}
+
 /// The offset below which every named consumer of `topic` is done with
 /// `partition`; `None` when the topic names no consumers.
-pub(crate) fn consumed_floor(shared: &LogShared, topic: &Topic, partition: u32) -> Option<u64> {
+pub(crate) fn consumed_floor(
+    shared: &LogShared,
+    topic: &Topic,
+    partition: u32,
+    locking: Locking,
+) -> Option<u64> {
     let consumers = &topic.config().consumers;
     if consumers.is_empty() {
         return None;
@@ -26,23 +43,32 @@ pub(crate) fn consumed_floor(shared: &LogShared, topic: &Topic, partition: u32) 
     let tp = TopicPartition::new(topic.name(), partition);
     let floor = consumers
         .iter()
-        .map(|name| consumer_position(shared, name, &tp))
+        .map(|name| consumer_position(shared, name, &tp, locking).unwrap_or(0))
         .min()
         .unwrap_or(0);
     Some(floor)
 }
 
 /// How far consumer `name` got on `tp`: an open work queue of that name on
-/// the topic, else the consumer group's committed offset, else 0.
-fn consumer_position(shared: &LogShared, name: &str, tp: &TopicPartition) -> u64 {
-    if let Some(start) = shared.queue_start(name, &tp.topic, tp.partition) {
-        return start;
+/// the topic, else the consumer group's committed offset, else 0. `None`
+/// if a lock was busy under `Locking::Try`.
+fn consumer_position(
+    shared: &LogShared,
+    name: &str,
+    tp: &TopicPartition,
+    locking: Locking,
+) -> Option<u64> {
+    if let Some(start) = shared.queue_start(name, &tp.topic, tp.partition, locking)? {
+        return Some(start);
     }
-    shared
-        .coordinator()
-        .existing(name)
-        .and_then(|cell| cell.state.lock().committed.get(tp).map(|c| c.offset))
-        .unwrap_or(0)
+    let Some(cell) = shared.coordinator().existing(name) else {
+        return Some(0);
+    };
+    let group = match locking {
+        Locking::Wait => cell.state.lock(),
+        Locking::Try => cell.state.try_lock()?,
+    };
+    Some(group.committed.get(tp).map_or(0, |c| c.offset))
 }
 
 /// A counter bumped whenever a consumer makes progress (commit, queue
@@ -111,7 +137,7 @@ impl Gate {
             // Read the generation first: progress made after the check
             // below then ends the wait at once.
             let seen = shared.progress().current();
-            let floor = consumed_floor(&shared, topic, partition).unwrap_or(0);
+            let floor = consumed_floor(&shared, topic, partition, Locking::Wait).unwrap_or(0);
             let unconsumed = p.shared.bytes_from(floor);
             if unconsumed < self.max {
                 return Ok(());

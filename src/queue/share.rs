@@ -480,10 +480,25 @@ impl QueueShared {
         Ok(())
     }
 
-    /// Where the queue starts on `partition`, as persisted.
-    pub fn start_offset(&self, partition: u32) -> Option<u64> {
-        let state = self.state.lock();
-        state.persisted_start.get(partition as usize).copied()
+    /// Where the queue starts on `partition`, as persisted (0 for a
+    /// partition it does not know); `None` if the lock was busy under
+    /// `Locking::Try`.
+    pub fn start_offset(
+        &self,
+        partition: u32,
+        locking: crate::group::progress::Locking,
+    ) -> Option<u64> {
+        let state = match locking {
+            crate::group::progress::Locking::Wait => self.state.lock(),
+            crate::group::progress::Locking::Try => self.state.try_lock()?,
+        };
+        Some(
+            state
+                .persisted_start
+                .get(partition as usize)
+                .copied()
+                .unwrap_or(0),
+        )
     }
 
     /// Sends available records at their delivery limit to the dead-letter
