@@ -492,13 +492,8 @@ impl LogShared {
             })
             .collect();
         let store = self.offsets_partition()?;
-        let now = self.config.clock.now_ms();
-        let len = crate::log::record::encoded_len(&records, now);
-        let (_, end) = store.append_deferring_sync(&records, len, now)?;
-        if store.durability() == Durability::Always {
-            store.sync_to(end)?;
-        }
-        Ok(())
+        let end = offsets::append(&store, &records, self.config.clock.now_ms())?;
+        offsets::sync(&store, end)
     }
 
     /// The partition of `__consumer_offsets`, created on first use.

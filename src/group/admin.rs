@@ -4,11 +4,10 @@ use std::collections::BTreeSet;
 
 use super::assignor::AssignmentStrategy;
 use super::coordinator::Group;
-use super::offsets::{self, OffsetAndMetadata};
+use super::offsets;
 use crate::consumer::TopicPartition;
 use crate::db::Log;
 use crate::error::{Error, Result};
-use crate::log::record;
 use crate::record::Record;
 
 /// What a group is doing, in Kafka's words.
@@ -220,21 +219,7 @@ impl Log {
         }
         let cell = shared.coordinator().group(group);
         let now = shared.clock().now_ms();
-        let values: Vec<(TopicPartition, OffsetAndMetadata)> = moved
-            .iter()
-            .map(|(tp, offset)| {
-                let v = OffsetAndMetadata {
-                    offset: *offset,
-                    metadata: String::new(),
-                    commit_timestamp: now,
-                };
-                (tp.clone(), v)
-            })
-            .collect();
-        let records: Vec<Record> = values
-            .iter()
-            .map(|(tp, v)| offsets::commit_record(group, tp, Some(v)))
-            .collect();
+        let (values, records) = offsets::commit_batch(group, &moved, now);
         let mut g = cell.state.lock();
         ensure_empty(group, &g)?;
         self.write_offsets(&records, now, || {
@@ -278,13 +263,9 @@ impl Log {
     /// appended, and syncs per the log's durability.
     fn write_offsets(&self, records: &[Record], now: i64, apply: impl FnOnce()) -> Result<()> {
         let store = self.shared().offsets_partition()?;
-        let len = record::encoded_len(records, now);
-        let (_, end) = store.append_deferring_sync(records, len, now)?;
+        let end = offsets::append(&store, records, now)?;
         apply();
-        if store.durability() == crate::Durability::Always {
-            store.sync_to(end)?;
-        }
-        Ok(())
+        offsets::sync(&store, end)
     }
 }
 

@@ -10,8 +10,7 @@ use super::offsets::{self, MAX_STRING, OffsetAndMetadata};
 use crate::consumer::{Consumer, TopicPartition, Waker};
 use crate::db::Log;
 use crate::error::{Error, Result};
-use crate::log::record;
-use crate::record::{ConsumerRecord, Record};
+use crate::record::ConsumerRecord;
 
 /// Called by [`ConsumerGroup::poll`] when the member's partitions change.
 /// Every method has an empty default.
@@ -459,23 +458,8 @@ impl ConsumerGroup {
             return Ok(());
         }
         let now = self.now_ms();
-        let values: Vec<(TopicPartition, OffsetAndMetadata)> = offsets
-            .iter()
-            .map(|(tp, offset)| {
-                let v = OffsetAndMetadata {
-                    offset: *offset,
-                    metadata: String::new(),
-                    commit_timestamp: now,
-                };
-                (tp.clone(), v)
-            })
-            .collect();
-        let records: Vec<Record> = values
-            .iter()
-            .map(|(tp, v)| offsets::commit_record(&self.cell.id, tp, Some(v)))
-            .collect();
+        let (values, records) = offsets::commit_batch(&self.cell.id, offsets, now);
         let store = self.log.shared().offsets_partition()?;
-        let len = record::encoded_len(&records, now);
         let end = {
             let mut g = self.cell.state.lock();
             let m = g.check_member(&self.cell.id, &self.member_id, &self.link, self.generation)?;
@@ -499,16 +483,14 @@ impl ConsumerGroup {
                     });
                 }
             }
-            // Appended under the group lock, so commits land in the log in
-            // the order the coordinator accepted them.
-            let (_, end) = store.append_deferring_sync(&records, len, now)?;
+            let end = offsets::append(&store, &records, now)?;
             for (tp, v) in values {
                 g.committed.insert(tp, v);
             }
             end
         };
-        if wait && store.durability() == crate::Durability::Always {
-            store.sync_to(end)?;
+        if wait {
+            offsets::sync(&store, end)?;
         }
         let mut topics: Vec<&str> = offsets.iter().map(|(tp, _)| tp.topic.as_str()).collect();
         topics.dedup();

@@ -81,6 +81,49 @@ pub(crate) fn commit_record(
     }
 }
 
+/// The values and records of one commit: `offsets` (the next offset to
+/// read per partition) committed at `now`.
+pub(crate) fn commit_batch(
+    group: &str,
+    offsets: &[(TopicPartition, u64)],
+    now: i64,
+) -> (Vec<(TopicPartition, OffsetAndMetadata)>, Vec<Record>) {
+    let values: Vec<(TopicPartition, OffsetAndMetadata)> = offsets
+        .iter()
+        .map(|(tp, offset)| {
+            let v = OffsetAndMetadata {
+                offset: *offset,
+                metadata: String::new(),
+                commit_timestamp: now,
+            };
+            (tp.clone(), v)
+        })
+        .collect();
+    let records = values
+        .iter()
+        .map(|(tp, v)| commit_record(group, tp, Some(v)))
+        .collect();
+    (values, records)
+}
+
+/// Appends offset records as one batch (callers hold the group's lock, so
+/// the log holds commits in the order the coordinator accepted them).
+/// Returns the log end to pass to [`sync`].
+pub(crate) fn append(store: &PartitionShared, records: &[Record], now: i64) -> Result<u64> {
+    let len = crate::log::record::encoded_len(records, now);
+    let (_, end) = store.append_deferring_sync(records, len, now)?;
+    Ok(end)
+}
+
+/// Makes offset records below `end` as durable as the log's mode promises
+/// (an fdatasync under `Durability::Always`, shared by concurrent callers).
+pub(crate) fn sync(store: &PartitionShared, end: u64) -> Result<()> {
+    if store.durability() == crate::Durability::Always {
+        store.sync_to(end)?;
+    }
+    Ok(())
+}
+
 /// Kafka strings: an int16 length, then UTF-8. Group ids, topic names and
 /// metadata are checked to fit before they get here.
 fn put_string(out: &mut Vec<u8>, s: &str) {
