@@ -35,11 +35,34 @@ pub(crate) enum Unsynced {
     Garbage(u64),
 }
 
+/// A file's content: its length, and its bytes up to the end of its last
+/// data range (the rest is a hole: preallocated segments are mostly holes,
+/// and reading them whole at every fsync would be slow).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Content {
+    len: u64,
+    data: Vec<u8>,
+}
+
+impl Content {
+    fn read(path: &Path) -> Option<Content> {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::File::open(path).ok()?;
+        let len = file.metadata().ok()?.len();
+        let data_end = crate::io::data_ranges(&file, 0, len)
+            .last()
+            .map_or(0, |r| r.end);
+        let mut data = vec![0; data_end as usize];
+        file.read_exact_at(&mut data, 0).ok()?;
+        Some(Content { len, data })
+    }
+}
+
 /// One file of the image: its durable content and its content at the cut.
 #[derive(Debug, Clone)]
 struct FileImage {
-    durable: Vec<u8>,
-    current: Vec<u8>,
+    durable: Content,
+    current: Content,
 }
 
 /// What a power cut at one operation would leave, before choosing what
@@ -59,7 +82,7 @@ struct Sim {
     cut_at: Option<u64>,
     image: Option<Image>,
     /// Inode → content at its last sync.
-    durable_files: HashMap<u64, Vec<u8>>,
+    durable_files: HashMap<u64, Content>,
     /// Directory inode → its entries (name → (inode, is_dir)) at its last sync.
     durable_dirs: HashMap<u64, BTreeMap<OsString, (u64, bool)>>,
 }
@@ -122,7 +145,7 @@ pub(crate) fn op(path: &Path) -> bool {
 /// `path` (a file) was just synced: its content is durable now.
 pub(crate) fn file_synced(path: &Path) {
     with_sim(path, |sim| {
-        if let (Ok(meta), Ok(content)) = (std::fs::metadata(path), std::fs::read(path)) {
+        if let (Ok(meta), Some(content)) = (std::fs::metadata(path), Content::read(path)) {
             sim.durable_files.insert(meta.ino(), content);
         }
     });
@@ -184,7 +207,7 @@ impl Sim {
                 let durable = self.durable_files.get(&child).cloned().unwrap_or_default();
                 let current = current_paths
                     .get(&child)
-                    .and_then(|p| std::fs::read(p).ok())
+                    .and_then(|p| Content::read(p))
                     // Unlinked since: what the disk has is what was synced.
                     .unwrap_or_else(|| durable.clone());
                 image.files.insert(path, FileImage { durable, current });
@@ -222,8 +245,14 @@ impl Image {
             _ => 1,
         };
         for (rel, file) in &self.files {
-            let bytes = file.after_cut(unsynced, &mut rng);
-            std::fs::write(dest.join(rel), bytes).expect("write image file");
+            let (len, bytes) = file.after_cut(unsynced, &mut rng);
+            let path = dest.join(rel);
+            std::fs::write(&path, &bytes).expect("write image file");
+            if len > bytes.len() as u64 {
+                // The rest is a hole, as it was.
+                let f = std::fs::OpenOptions::new().write(true).open(&path);
+                f.and_then(|f| f.set_len(len)).expect("extend image file");
+            }
         }
         std::fs::write(dest.join(".boot_id"), "simulated-power-cut\n").expect("write boot id");
     }
@@ -238,8 +267,18 @@ impl Image {
 }
 
 impl FileImage {
-    fn after_cut(&self, unsynced: Unsynced, rng: &mut u64) -> Vec<u8> {
-        let (d, c) = (&self.durable, &self.current);
+    /// The file's length and leading bytes after the cut.
+    fn after_cut(&self, unsynced: Unsynced, rng: &mut u64) -> (u64, Vec<u8>) {
+        let bytes = self.bytes_after_cut(unsynced, rng);
+        let len = match unsynced {
+            Unsynced::Drop => self.durable.len,
+            _ => self.current.len,
+        };
+        (len.max(bytes.len() as u64), bytes)
+    }
+
+    fn bytes_after_cut(&self, unsynced: Unsynced, rng: &mut u64) -> Vec<u8> {
+        let (d, c) = (&self.durable.data, &self.current.data);
         let diff = d
             .iter()
             .zip(c)

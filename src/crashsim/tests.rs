@@ -17,8 +17,8 @@ use std::time::Duration;
 use super::{Unsynced, finish, ops, start};
 use crate::testutil::TempDir;
 use crate::{
-    ConsumerGroup, Durability, Error, GroupConfig, Log, LogConfig, Record, TopicConfig,
-    TopicPartition,
+    ConsumerGroup, Delivery, Durability, Error, GroupConfig, Log, LogConfig, QueueConfig, Record,
+    TopicConfig, TopicPartition, WorkQueue,
 };
 
 /// What the workload saw acknowledged, with the operation count at the
@@ -28,6 +28,9 @@ struct Acked {
     records: Vec<(u64, u32, u64, Vec<u8>)>,
     /// (ops, partition, committed offset).
     commits: Vec<(u64, u32, u64)>,
+    /// (ops, partition, offset) of work-queue records acknowledged and
+    /// committed: they must never be delivered again.
+    queue_acks: Vec<(u64, u32, u64)>,
 }
 
 fn config() -> LogConfig {
@@ -40,7 +43,8 @@ fn value(i: usize) -> Vec<u8> {
     format!("record-{i:04}-{}", "x".repeat(120)).into_bytes()
 }
 
-/// The workload: ~80 sends, a few batches, group commits, rolls.
+/// The workload: ~80 sends, a few batches, group commits, rolls, and a
+/// work queue acknowledging every other record it takes.
 fn workload(dir: &Path) -> Acked {
     let mut acked = Acked::default();
     let log = Log::open(dir, config()).expect("open");
@@ -56,6 +60,8 @@ fn workload(dir: &Path) -> Acked {
     while member.assignment().len() < 2 {
         member.poll(Duration::from_millis(1)).expect("poll");
     }
+    let queue = WorkQueue::open(&log, "q", "t", QueueConfig::default()).expect("queue");
+    let mut worker = queue.worker();
     for i in 0..80 {
         if i % 10 == 9 {
             let batch: Vec<Record> = (0..4)
@@ -82,7 +88,23 @@ fn workload(dir: &Path) -> Acked {
                 .expect("commit");
             acked.commits.push((ops(dir), p, end));
         }
+        if i % 16 == 15 {
+            let jobs = worker.poll(Duration::ZERO).expect("queue poll");
+            let done: Vec<&Delivery> = jobs.iter().filter(|d| d.record.offset % 2 == 0).collect();
+            worker.ack_all(done.iter().copied()).expect("ack");
+            worker.commit().expect("queue commit");
+            let now = ops(dir);
+            for d in done {
+                acked
+                    .queue_acks
+                    .push((now, d.record.partition, d.record.offset));
+            }
+            // The rest is released when the worker goes; a fresh one next time.
+            worker = queue.worker();
+        }
     }
+    drop(worker);
+    drop(queue);
     drop(member);
     log.close().expect("close");
     acked
@@ -148,11 +170,40 @@ fn check(image_dir: &Path, acked: &Acked, cut: u64, how: Unsynced) {
             );
         }
     }
+    // Work-queue records acknowledged before the cut never come back.
+    let gone: std::collections::BTreeSet<(u32, u64)> = acked
+        .queue_acks
+        .iter()
+        .filter(|(at, ..)| *at < cut)
+        .map(|&(_, p, o)| (p, o))
+        .collect();
+    let queue = WorkQueue::open(&log, "q", "t", QueueConfig::default())
+        .unwrap_or_else(|e| panic!("cut {cut} ({how:?}): queue open: {e}"));
+    let mut worker = queue.worker();
+    loop {
+        let jobs = worker
+            .poll(Duration::ZERO)
+            .unwrap_or_else(|e| panic!("cut {cut} ({how:?}): queue poll: {e}"));
+        if jobs.is_empty() {
+            break;
+        }
+        for d in &jobs {
+            let key = (d.record.partition, d.record.offset);
+            assert!(
+                !gone.contains(&key),
+                "cut {cut} ({how:?}): acknowledged queue record {key:?} delivered again"
+            );
+        }
+        worker.ack_all(&jobs).expect("ack");
+    }
+    drop(worker);
+    drop(queue);
     log.close().expect("close image");
 }
 
-/// Runs the workload once per cut point (every `step`-th operation).
-fn power_cuts(step: u64) -> (u64, usize, usize) {
+/// Runs the workload once per cut point (every `step`-th operation), and
+/// rebuilds each cut with `seeds` different tears and garbage.
+fn power_cuts(step: u64, seeds: u64) -> (u64, usize, usize) {
     let probe = TempDir::new();
     start(probe.path(), None);
     workload(probe.path());
@@ -168,12 +219,11 @@ fn power_cuts(step: u64) -> (u64, usize, usize) {
         let (_, image) = finish(dir.path());
         let image = image.unwrap_or_else(|| panic!("cut {cut} of {total} not reached"));
         with_unsynced += usize::from(image.unsynced_files() > 0);
-        for how in [
-            Unsynced::Drop,
-            Unsynced::Keep,
-            Unsynced::Tear(cut),
-            Unsynced::Garbage(cut),
-        ] {
+        let seeded = (0..seeds).flat_map(|k| {
+            let seed = cut.wrapping_mul(0x9E37_79B9).wrapping_add(k);
+            [Unsynced::Tear(seed), Unsynced::Garbage(seed)]
+        });
+        for how in [Unsynced::Drop, Unsynced::Keep].into_iter().chain(seeded) {
             let target = TempDir::new();
             image.materialize(target.path(), how);
             check(target.path(), &acked, cut, how);
@@ -186,23 +236,24 @@ fn power_cuts(step: u64) -> (u64, usize, usize) {
 
 #[test]
 fn acknowledged_records_survive_a_power_cut_at_every_operation() {
-    // Every 7th operation by default (about 20 cut points, each reopened
-    // four ways); `LOGBUS_POWER_CUT_STEP=1` cuts at every one (the long run).
-    let step = std::env::var("LOGBUS_POWER_CUT_STEP")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(7);
-    let (total, images, with_unsynced) = power_cuts(step);
+    // A cut at every operation, each rebuilt four ways; the long run adds
+    // seeds: `LOGBUS_POWER_CUT_SEEDS=50` tears and garbles each cut 50 ways.
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let step = env("LOGBUS_POWER_CUT_STEP", 1).max(1);
+    let seeds = env("LOGBUS_POWER_CUT_SEEDS", 1).max(1);
+    let (total, images, with_unsynced) = power_cuts(step, seeds);
     eprintln!(
         "power cuts: {total} operations, {images} images reopened, \
          {with_unsynced} cut points with unsynced data"
     );
     // The simulation has teeth: most cut points find unsynced writes.
-    assert!(
-        with_unsynced * 2 > images / 4,
-        "{with_unsynced} of {}",
-        images / 4
-    );
+    let cuts = total.div_ceil(step) as usize;
+    assert!(with_unsynced * 2 > cuts, "{with_unsynced} of {cuts}");
 }
 
 #[test]
