@@ -48,6 +48,17 @@ fn poll_until(
     got
 }
 
+/// Polls two members in turn until each owns `each` partitions (panics
+/// after a generous timeout: a hang guard, not a timing assertion).
+fn settle(a: &mut ConsumerGroup, b: &mut ConsumerGroup, each: usize) {
+    let give_up = Instant::now() + Duration::from_secs(20);
+    while a.assignment().len() != each || b.assignment().len() != each {
+        assert!(Instant::now() < give_up, "no balance: {a:?} {b:?}");
+        a.poll(SHORT).unwrap();
+        b.poll(SHORT).unwrap();
+    }
+}
+
 fn tps(topic: &str, parts: &[u32]) -> Vec<TopicPartition> {
     parts
         .iter()
@@ -106,12 +117,7 @@ fn cooperative_join_and_leave_move_only_what_must_move() {
     a.set_rebalance_listener(Recorder::new("a", &revoked));
     poll_until(&mut a, |m, _| m.assignment().len() == 6);
     let mut b = ConsumerGroup::join(&log, "g", &["t"], config()).unwrap();
-    let give_up = Instant::now() + Duration::from_secs(20);
-    while a.assignment().len() != 3 || b.assignment().len() != 3 {
-        assert!(Instant::now() < give_up);
-        a.poll(SHORT).unwrap();
-        b.poll(SHORT).unwrap();
-    }
+    settle(&mut a, &mut b, 3);
     // Cooperative: `a` gave up exactly the three that moved, nothing else.
     let events = revoked.lock().unwrap().clone();
     let lost: Vec<TopicPartition> = events
@@ -137,12 +143,7 @@ fn eager_strategies_revoke_everything_then_assign_the_new_set() {
         a.set_rebalance_listener(Recorder::new("a", &events));
         poll_until(&mut a, |m, _| m.assignment().len() == 4);
         let mut b = ConsumerGroup::join(&log, "g", &["t"], cfg).unwrap();
-        let give_up = Instant::now() + Duration::from_secs(20);
-        while a.assignment().len() != 2 || b.assignment().len() != 2 {
-            assert!(Instant::now() < give_up);
-            a.poll(SHORT).unwrap();
-            b.poll(SHORT).unwrap();
-        }
+        settle(&mut a, &mut b, 2);
         let events = events.lock().unwrap().clone();
         let kinds: Vec<(&str, usize)> = events.iter().map(|(_, k, p)| (*k, p.len())).collect();
         // All four assigned, all four revoked, then the new two assigned.
@@ -169,12 +170,7 @@ fn a_member_that_stops_polling_loses_its_partitions_and_its_commits_are_refused(
     let mut b = ConsumerGroup::join(&log, "g", &["t"], cfg).unwrap();
     let events = Arc::new(Mutex::new(Vec::new()));
     b.set_rebalance_listener(Recorder::new("b", &events));
-    let give_up = Instant::now() + Duration::from_secs(20);
-    while a.assignment().len() != 2 || b.assignment().len() != 2 {
-        assert!(Instant::now() < give_up);
-        a.poll(SHORT).unwrap();
-        b.poll(SHORT).unwrap();
-    }
+    settle(&mut a, &mut b, 2);
     let stale_generation = b.generation();
     // `b` stops polling; `a` keeps polling and takes everything over.
     poll_until(&mut a, |m, _| m.assignment().len() == 4);
@@ -199,12 +195,7 @@ fn a_member_that_stops_polling_loses_its_partitions_and_its_commits_are_refused(
         .map(|(_, _, p)| p.len())
         .collect();
     assert_eq!(lost, [2]);
-    let give_up = Instant::now() + Duration::from_secs(20);
-    while a.assignment().len() != 2 || b.assignment().len() != 2 {
-        assert!(Instant::now() < give_up);
-        a.poll(SHORT).unwrap();
-        b.poll(SHORT).unwrap();
-    }
+    settle(&mut a, &mut b, 2);
 }
 
 #[test]
@@ -215,12 +206,7 @@ fn a_member_waiting_inside_poll_is_never_considered_stalled() {
     let cfg = config().max_poll_interval(Duration::from_millis(50));
     let mut a = ConsumerGroup::join(&log, "g", &["t"], cfg.clone()).unwrap();
     let mut b = ConsumerGroup::join(&log, "g", &["t"], cfg).unwrap();
-    let give_up = Instant::now() + Duration::from_secs(20);
-    while a.assignment().len() != 1 || b.assignment().len() != 1 {
-        assert!(Instant::now() < give_up);
-        a.poll(SHORT).unwrap();
-        b.poll(SHORT).unwrap();
-    }
+    settle(&mut a, &mut b, 1);
     let generation = a.generation();
     // Both wait in poll far longer than max_poll_interval.
     let waiter = std::thread::spawn(move || {
@@ -243,12 +229,7 @@ fn a_static_member_comes_back_without_a_rebalance() {
     let mut b = ConsumerGroup::join(&log, "g", &["t"], cfg("b")).unwrap();
     let events = Arc::new(Mutex::new(Vec::new()));
     b.set_rebalance_listener(Recorder::new("b", &events));
-    let give_up = Instant::now() + Duration::from_secs(20);
-    while a.assignment().len() != 2 || b.assignment().len() != 2 {
-        assert!(Instant::now() < give_up);
-        a.poll(SHORT).unwrap();
-        b.poll(SHORT).unwrap();
-    }
+    settle(&mut a, &mut b, 2);
     let (generation, a_parts, b_parts) = (b.generation(), a.assignment(), b.assignment());
     let b_events = events.lock().unwrap().len();
     drop(a); // a restart: the place is kept for session_timeout (45 s)
@@ -275,12 +256,7 @@ fn an_absent_static_member_expires_after_its_session_timeout() {
     };
     let mut a = ConsumerGroup::join(&log, "g", &["t"], cfg("a")).unwrap();
     let mut b = ConsumerGroup::join(&log, "g", &["t"], cfg("b")).unwrap();
-    let give_up = Instant::now() + Duration::from_secs(20);
-    while a.assignment().len() != 2 || b.assignment().len() != 2 {
-        assert!(Instant::now() < give_up);
-        a.poll(SHORT).unwrap();
-        b.poll(SHORT).unwrap();
-    }
+    settle(&mut a, &mut b, 2);
     drop(a);
     poll_until(&mut b, |m, _| m.assignment().len() == 4);
     assert_eq!(log.describe_group("g").unwrap().members.len(), 1);
