@@ -746,7 +746,7 @@ fn check_or_write_meta(dir: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use crate::testutil::TempDir;
+    use crate::testutil::{TempDir, crash_copy};
     use crate::{Durability, Error, Log, LogConfig, Record, TopicConfig};
 
     /// After a failed fsync, `close` must not mark the shutdown clean: the
@@ -773,8 +773,7 @@ mod tests {
     #[test]
     fn first_flush_after_a_crash_syncs_recovered_data() {
         let dir = TempDir::new();
-        let copy = TempDir::new();
-        {
+        let copy = {
             let log = Log::open(dir.path(), LogConfig::default()).unwrap();
             log.create_topic("crashflush", TopicConfig::new(1)).unwrap();
             log.producer("crashflush")
@@ -782,15 +781,8 @@ mod tests {
                 .send(Record::new("a"))
                 .unwrap();
             // A copy taken while the log is open looks like a crash.
-            let status = std::process::Command::new("cp")
-                .arg("-a")
-                .arg(format!("{}/.", dir.path().display()))
-                .arg(copy.path())
-                .status()
-                .unwrap();
-            assert!(status.success());
-        }
-        std::fs::remove_file(copy.path().join(".lock")).ok();
+            crash_copy(dir.path())
+        };
         let log = Log::open(copy.path(), LogConfig::default()).unwrap();
         assert!(!log.recovery_report().clean_shutdown);
         let p = log

@@ -26,3 +26,18 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A copy of `src` taken as it is right now, as a crash would leave it
+/// (`cp -a`, so sparse files stay sparse), with its lock file removed.
+pub(crate) fn crash_copy(src: &Path) -> TempDir {
+    let copy = TempDir::new();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", src.display()))
+        .arg(copy.path())
+        .status()
+        .expect("run cp");
+    assert!(status.success(), "cp -a failed");
+    let _ = std::fs::remove_file(copy.path().join(".lock"));
+    copy
+}

@@ -430,7 +430,7 @@ mod tests {
     use std::path::Path;
     use std::sync::Arc;
 
-    use crate::testutil::TempDir;
+    use crate::testutil::{TempDir, crash_copy};
     use crate::{CleanupPolicy, Log, LogConfig, ManualClock, Record, TopicConfig};
 
     /// (offset, key, value) of every record in partition 0 of `topic`.
@@ -518,14 +518,7 @@ mod tests {
             assert_eq!(contents(&log, "swap"), old, "{step}");
 
             // The crash: a copy of the directory as the failure left it.
-            let copy = TempDir::new();
-            let status = std::process::Command::new("cp")
-                .arg("-a")
-                .arg(format!("{}/.", dir.path().display()))
-                .arg(copy.path())
-                .status()
-                .unwrap();
-            assert!(status.success());
+            let copy = crash_copy(dir.path());
             drop(log);
             let reopened = Log::open(copy.path(), config()).unwrap();
             let got = contents(&reopened, "swap");
