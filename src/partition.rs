@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::Thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use crossbeam_channel::Sender;
@@ -435,15 +435,18 @@ impl PartitionShared {
                 continue;
             }
             state.syncing = true;
+            let (synced, last_group, last_sync) = (state.synced, state.last_group, state.last_sync);
             drop(state);
             // Read the end first: records below it are in the segment read
             // next, or in one sealed (and synced) by a roll.
-            let end = self.log_end();
+            let end = self.gather(synced, last_group, last_sync);
             let active = self.segments.read().last().cloned();
+            let started = Instant::now();
             let result = match active {
                 Some(segment) => segment.sync(),
                 None => Ok(()),
             };
+            let took = started.elapsed();
             state = self.sync.state.lock();
             state.syncing = false;
             self.sync.done.notify_all();
@@ -453,13 +456,43 @@ impl PartitionShared {
                 Ok(()) if self.poisoned.load(Ordering::Acquire) => {
                     return Err(self.poisoned_error());
                 }
-                Ok(()) => state.synced = state.synced.max(end),
+                Ok(()) => {
+                    state.last_group = end.saturating_sub(state.synced);
+                    state.last_sync = took;
+                    state.synced = state.synced.max(end);
+                }
                 Err(e) => {
                     // fsyncgate: after a failed fsync the kernel may have dropped
                     // the dirty pages; a retry could "succeed" over lost data.
                     self.poisoned.store(true, Ordering::Release);
                     return Err(e);
                 }
+            }
+        }
+    }
+
+    /// The log end a new group commit covers. A sync that starts the moment
+    /// the previous one ends catches only the records appended during it:
+    /// the senders it just released are still waking up, so with N senders
+    /// groups alternate between large and small and each sender waits for
+    /// two syncs. So the leader lets the group fill up first: it waits until
+    /// as many records are pending as the previous sync covered, or for a
+    /// quarter of the previous sync's duration (at most `MAX_GATHER`),
+    /// whichever comes first. A lone sender finds its own record already
+    /// pending and never waits.
+    fn gather(&self, synced: u64, last_group: u64, last_sync: Duration) -> u64 {
+        let end = self.log_end();
+        if end.saturating_sub(synced) >= last_group {
+            return end;
+        }
+        let deadline = Instant::now() + (last_sync / 4).min(MAX_GATHER);
+        loop {
+            // Yield rather than sleep: the senders being waited for need
+            // the CPU, and a sleep's granularity is longer than the wait.
+            std::thread::yield_now();
+            let end = self.log_end();
+            if end.saturating_sub(synced) >= last_group || Instant::now() >= deadline {
+                return end;
             }
         }
     }
@@ -981,7 +1014,14 @@ struct SyncState {
     synced: u64,
     /// A caller is in fdatasync right now; others wait for it.
     syncing: bool,
+    /// Records the last sync covered: how many the next one waits for.
+    last_group: u64,
+    /// How long the last fdatasync took: bounds that wait.
+    last_sync: Duration,
 }
+
+/// The longest a group-commit leader waits for its group to fill up.
+const MAX_GATHER: Duration = Duration::from_micros(100);
 
 #[derive(Debug)]
 struct GroupCommit {
@@ -995,6 +1035,8 @@ impl GroupCommit {
             state: Mutex::new(SyncState {
                 synced,
                 syncing: false,
+                last_group: 0,
+                last_sync: Duration::ZERO,
             }),
             done: Condvar::new(),
         }
