@@ -16,7 +16,7 @@ use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use memmap2::{MmapOptions, MmapRaw};
+use memmap2::{Advice, MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
 
@@ -205,6 +205,17 @@ impl<E: Entry> IndexFile<E> {
             std::ptr::copy_nonoverlapping(map.as_ptr().add(i * E::SIZE), buf.as_mut_ptr(), E::SIZE);
         }
         E::decode(&buf[..E::SIZE])
+    }
+
+    /// Tells the kernel how the entries are about to be read (see
+    /// `segment::map_read_with`): `Random` while open checks only the last
+    /// entries, `Normal` afterwards, when a lookup's binary search is
+    /// served best by reading the whole (small) file at once.
+    pub fn advise(&self, advice: Advice) {
+        if let Some(map) = &self.map {
+            // Only a hint: reads are correct whatever the kernel does with it.
+            let _ = map.advise(advice);
+        }
     }
 
     pub fn last(&self) -> Option<E> {

@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use memmap2::MmapOptions;
+use memmap2::{Advice, MmapOptions};
 
 use super::LastShutdown;
 use super::index::{IndexFile, OffsetEntry, TimeEntry};
 use super::record::{self, BatchError, BatchHeader};
 use super::segment::{
-    Contents, ScanOutcome, Segment, file_stem, index_capacity, map_read, open_rw,
+    Contents, ScanOutcome, Segment, file_stem, index_capacity, map_read_with, open_rw,
 };
 use super::writer::{IndexBuilder, SegmentWriter};
 use crate::error::{Error, Result};
@@ -296,12 +296,25 @@ impl SegmentWriter {
             active.then(|| index_capacity(opts.capacity.max(file_len), opts.index_interval));
         let mut repair = Repair::default();
 
-        let (data, _) = map_read(&file, &log_path, file_len)?;
+        // A trusted segment is checked by reading only its last index
+        // entries and the batches after them: a few pages, which on a cold
+        // cache must not each pull in megabytes of read-around.
+        let access = if trusted {
+            Advice::Random
+        } else {
+            Advice::Sequential
+        };
+        let (mut data, _) = map_read_with(&file, &log_path, file_len, access)?;
         let indexes: Option<(IndexFile<OffsetEntry>, IndexFile<TimeEntry>)> = match (
             IndexFile::open(&index_path, idx_cap)?,
             IndexFile::open(&time_path, idx_cap)?,
         ) {
-            (Some(o), Some(t)) if trusted && index_is_sane(&o, file_len) => Some((o, t)),
+            (Some(o), Some(t)) if trusted => {
+                // Back to `Normal` once the check is done (below).
+                o.advise(Advice::Random);
+                t.advise(Advice::Random);
+                index_is_sane(&o, file_len).then_some((o, t))
+            }
             _ => None,
         };
 
@@ -376,6 +389,10 @@ impl SegmentWriter {
                 // end, so its offsets are contiguous (compaction, as in
                 // Kafka, never rewrites the active segment).
                 let contiguous = (active || opts.contiguous).then_some(base_offset);
+                if trusted {
+                    // Mapped for a few random reads; this reads it all.
+                    data = map_read_with(&file, &log_path, file_len, Advice::Sequential)?.0;
+                }
                 let outcome = scan(&data, base_offset, contiguous, |pos, h| {
                     builder.add(pos, h, &offset_index, &time_index)
                 });
@@ -446,6 +463,8 @@ impl SegmentWriter {
             }
         };
         drop(data);
+        offset_index.advise(Advice::Normal);
+        time_index.advise(Advice::Normal);
         if len < file_len {
             // Recovery only: nobody else has mapped this file yet. Synced so
             // the cut tail cannot come back after a later power loss.
