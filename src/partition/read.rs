@@ -96,35 +96,11 @@ pub(crate) fn decode_into(
 ) -> Result<u64> {
     let limit = out.len().saturating_add(max);
     out.reserve(record_count_hint(&fetched.bytes).min(max));
-    let mut filled = out.len();
-    let result = fill(fetched, topic, partition, from, limit, out, &mut filled);
-    // Drops the slots made ahead and not filled.
-    out.truncate(filled);
-    result
-}
-
-/// Slots `fill` adds to `out` at a time.
-const SLOTS: usize = 32;
-
-/// `decode_into`, writing records into slots added to `out` ahead
-/// (`out[..*filled]` are the records): assigning the fields of a record in
-/// place stores them straight into the vector, where `push` would build
-/// each record on the stack and copy it (a store-forwarding stall per
-/// 16-byte piece).
-fn fill(
-    fetched: &FetchedBatches,
-    topic: &Arc<str>,
-    partition: u32,
-    from: u64,
-    limit: usize,
-    out: &mut Vec<ConsumerRecord>,
-    filled: &mut usize,
-) -> Result<u64> {
     let mut next = from;
     let bytes = &fetched.bytes;
     for batch in fetched.batches() {
         let (at, header, range) = batch?;
-        if *filled >= limit {
+        if out.len() >= limit {
             break;
         }
         let corrupt = |e: record::BatchError| Error::corrupt(fetched.path(), at, e.to_string());
@@ -141,27 +117,12 @@ fn fill(
             if r.offset < next {
                 continue;
             }
-            if *filled >= limit {
+            if out.len() >= limit {
                 taken_all = false;
                 break;
             }
             next = r.offset + 1;
-            if *filled == out.len() {
-                add_slots(out, topic, partition, (limit - *filled).min(SLOTS));
-            }
-            let slot = &mut out[*filled];
-            slot.offset = r.offset;
-            slot.timestamp = r.timestamp;
-            if let Some(k) = r.key {
-                slot.key = Some(sub_bytes(bytes, k));
-            }
-            if let Some(v) = r.value {
-                slot.value = Some(sub_bytes(bytes, v));
-            }
-            if r.has_headers() {
-                slot.headers = owned_headers(bytes, &r);
-            }
-            *filled += 1;
+            push_record(out, limit, bytes, &r, topic, partition);
         }
         if taken_all {
             // Skip offsets compaction removed from the end of the batch.
@@ -171,19 +132,64 @@ fn fill(
     Ok(next)
 }
 
-/// Appends `n` records of `topic` and `partition` with nothing else set,
-/// for `fill` to complete.
+/// Records `push_record` makes room for at a time when the size hint fell
+/// short (records past the hinted batches).
+const GROW_BY: usize = 32;
+
+/// Appends `r`, a record of `bytes`, to `out`, writing each field straight
+/// into the vector's spare room: `push` would build the record on the
+/// stack and copy it (a store-forwarding stall per 16-byte piece), and
+/// filling default slots first (`resize_with`) writes every field twice.
+#[inline(always)]
+fn push_record(
+    out: &mut Vec<ConsumerRecord>,
+    limit: usize,
+    bytes: &Bytes,
+    r: &RecordView<'_>,
+    topic: &Arc<str>,
+    partition: u32,
+) {
+    if out.len() == out.capacity() {
+        grow(out, limit);
+    }
+    // Everything that could allocate (or, in theory, panic) first: a panic
+    // after the first write below would leak the fields written, not
+    // corrupt `out`.
+    let headers = if r.has_headers() {
+        owned_headers(bytes, r)
+    } else {
+        Vec::new()
+    };
+    let key = r.key.map(|k| sub_bytes(bytes, k));
+    let value = r.value.map(|v| sub_bytes(bytes, v));
+    let len = out.len();
+    #[expect(
+        unsafe_code,
+        reason = "initialising a record in place in the spare room"
+    )]
+    // SAFETY: `len < capacity` (checked above, `grow` reserves at least
+    // one), so `p` points at allocated, unused room for one record. Each
+    // field is written exactly once through `addr_of_mut!` (no reference
+    // to uninitialised memory is made), and only then does `set_len`
+    // count the record.
+    unsafe {
+        let p = out.as_mut_ptr().add(len);
+        std::ptr::addr_of_mut!((*p).topic).write(Arc::clone(topic));
+        std::ptr::addr_of_mut!((*p).partition).write(partition);
+        std::ptr::addr_of_mut!((*p).offset).write(r.offset);
+        std::ptr::addr_of_mut!((*p).timestamp).write(r.timestamp);
+        std::ptr::addr_of_mut!((*p).key).write(key);
+        std::ptr::addr_of_mut!((*p).value).write(value);
+        std::ptr::addr_of_mut!((*p).headers).write(headers);
+        out.set_len(len + 1);
+    }
+}
+
+/// Makes room for at least one more record (at most `limit` in all).
+#[cold]
 #[inline(never)]
-fn add_slots(out: &mut Vec<ConsumerRecord>, topic: &Arc<str>, partition: u32, n: usize) {
-    out.resize_with(out.len() + n, || ConsumerRecord {
-        topic: Arc::clone(topic),
-        partition,
-        offset: 0,
-        timestamp: 0,
-        key: None,
-        value: None,
-        headers: Vec::new(),
-    });
+fn grow(out: &mut Vec<ConsumerRecord>, limit: usize) {
+    out.reserve(limit.saturating_sub(out.len()).clamp(1, GROW_BY));
 }
 
 /// The headers of `r`, a record of `bytes`, as owned [`Header`]s.
