@@ -1,0 +1,126 @@
+//! The wake-up of consumers waiting for data: each partition lists the
+//! consumers registered on it and counts those parked, so an append costs
+//! one atomic load while nobody waits.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::Thread;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use super::PartitionShared;
+
+/// A consumer thread that may be parked waiting for data.
+#[derive(Debug)]
+pub(crate) struct Signal {
+    thread: Thread,
+    /// True while the thread is about to park or parked.
+    armed: AtomicBool,
+}
+
+impl Signal {
+    pub(crate) fn for_current_thread() -> Arc<Signal> {
+        Arc::new(Signal {
+            thread: std::thread::current(),
+            armed: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn is_for_other_thread(&self) -> bool {
+        self.thread.id() != std::thread::current().id()
+    }
+
+    pub(crate) fn notify(&self) {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            self.thread.unpark();
+        }
+    }
+}
+
+/// The consumers registered on a partition, and how many are waiting.
+#[derive(Debug, Default)]
+pub(crate) struct Waiters {
+    /// Number of consumers between "armed" and "woke up". Appends read only
+    /// this when nobody waits, so producing costs one atomic load.
+    waiting: AtomicU64,
+    signals: Mutex<Vec<Arc<Signal>>>,
+}
+
+impl Waiters {
+    pub(crate) fn register(&self, signal: &Arc<Signal>) {
+        let mut signals = self.signals.lock();
+        if !signals.iter().any(|s| Arc::ptr_eq(s, signal)) {
+            signals.push(Arc::clone(signal));
+        }
+    }
+
+    pub(crate) fn unregister(&self, signal: &Arc<Signal>) {
+        self.signals.lock().retain(|s| !Arc::ptr_eq(s, signal));
+    }
+
+    pub(super) fn wake(&self) {
+        // SeqCst pairs with `wait_for_data`: either the consumer sees the new
+        // log end, or this load sees its `waiting` increment.
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.wake_all();
+        }
+    }
+
+    pub(super) fn wake_all(&self) {
+        for signal in self.signals.lock().iter() {
+            signal.notify();
+        }
+    }
+}
+
+/// Blocks the calling thread (the owner of `signal`, registered on every
+/// partition in `parts`) until `ready()` is true, or `deadline` passes.
+///
+/// Spins for up to `spin` first: waking a parked thread costs about 10 µs
+/// on a virtual machine, and a producer in full flow publishes sooner.
+pub(crate) fn wait_for_data(
+    signal: &Arc<Signal>,
+    parts: &[&PartitionShared],
+    deadline: Instant,
+    spin: std::time::Duration,
+    ready: impl Fn() -> bool,
+) {
+    let spin_until = Instant::now() + spin;
+    let mut i = 0u32;
+    loop {
+        if ready() {
+            return;
+        }
+        i = i.wrapping_add(1);
+        if i % 64 == 0 {
+            if Instant::now() >= spin_until.min(deadline) {
+                break;
+            }
+            // Lets a producer sharing this core run.
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+    signal.armed.store(true, Ordering::SeqCst);
+    for p in parts {
+        p.waiters.waiting.fetch_add(1, Ordering::SeqCst);
+    }
+    loop {
+        if ready() {
+            break;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        std::thread::park_timeout(deadline - now);
+        // Spurious wake-ups and stale unpark tokens just loop.
+        signal.armed.store(true, Ordering::SeqCst);
+    }
+    signal.armed.store(false, Ordering::SeqCst);
+    for p in parts {
+        p.waiters.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
