@@ -43,9 +43,13 @@ pub struct ConsumerConfig {
     /// Most bytes fetched from one partition per `poll` (Kafka's
     /// `max.partition.fetch.bytes`, 1 MiB; at least one batch is always returned).
     pub max_partition_fetch_bytes: usize,
-    /// How long `poll` spins, checking for new data, before it parks the
-    /// thread (default 20 µs). Spinning turns a ~10 µs wake-up into ~1 µs
-    /// while records flow, at the cost of CPU; zero parks at once.
+    /// The longest `poll` spins, checking for new data, before it parks
+    /// the thread (default 50 µs, at most [`MAX_WAIT_SPIN`](ConsumerConfig::MAX_WAIT_SPIN); zero parks at
+    /// once). Spinning turns a 10-30 µs wake-up into ~1 µs while records
+    /// flow. The spin adapts: after a wait the spin would not have covered
+    /// (no data within `wait_spin`), the next spin is half as long, so a
+    /// consumer of a slow trickle, or an idle one, soon parks at once; data
+    /// arriving within `wait_spin` restores the full spin.
     pub wait_spin: Duration,
 }
 
@@ -55,12 +59,19 @@ impl Default for ConsumerConfig {
             offset_reset: OffsetReset::Earliest,
             max_poll_records: 500,
             max_partition_fetch_bytes: 1 << 20,
-            wait_spin: Duration::from_micros(20),
+            wait_spin: ConsumerConfig::DEFAULT_WAIT_SPIN,
         }
     }
 }
 
 impl ConsumerConfig {
+    /// The default [`wait_spin`](Self::wait_spin).
+    pub const DEFAULT_WAIT_SPIN: Duration = Duration::from_micros(50);
+
+    /// The longest [`wait_spin`](Self::wait_spin): a spin longer than a few
+    /// wake-ups (10-30 µs each) saves nothing more and burns a core.
+    pub const MAX_WAIT_SPIN: Duration = Duration::from_millis(1);
+
     /// Sets the reset policy.
     #[must_use]
     pub fn offset_reset(mut self, reset: OffsetReset) -> Self {
@@ -68,10 +79,11 @@ impl ConsumerConfig {
         self
     }
 
-    /// Sets how long `poll` spins before parking.
+    /// Sets the longest `poll` spins before parking (at most
+    /// [`MAX_WAIT_SPIN`](Self::MAX_WAIT_SPIN): longer values are cut to it).
     #[must_use]
     pub fn wait_spin(mut self, spin: Duration) -> Self {
-        self.wait_spin = spin;
+        self.wait_spin = spin.min(Self::MAX_WAIT_SPIN);
         self
     }
 
@@ -189,15 +201,20 @@ pub struct Consumer {
     bell: Arc<Bell>,
     /// Partition the next poll starts with, so none starves.
     next: usize,
+    /// How long the next wait spins (see [`ConsumerConfig::wait_spin`]).
+    spin: Duration,
     /// Skip closed partitions instead of failing (group members: a deleted
     /// topic's partitions are taken away by a rebalance).
     pub(crate) skip_closed: bool,
 }
 
 impl Consumer {
-    pub(crate) fn new(log: Log, config: ConsumerConfig) -> Self {
+    pub(crate) fn new(log: Log, mut config: ConsumerConfig) -> Self {
+        // The field is public: the builder's cap does not cover it.
+        config.wait_spin = config.wait_spin.min(ConsumerConfig::MAX_WAIT_SPIN);
         let signal = Signal::for_current_thread();
         Consumer {
+            spin: config.wait_spin,
             log,
             config,
             assigned: Vec::new(),
@@ -335,8 +352,9 @@ impl Consumer {
     }
 
     /// Returns the next records of the assigned partitions, waiting up to
-    /// `timeout` for some to arrive. Waiting parks the thread (no spinning
-    /// beyond a few microseconds); an append wakes it at once.
+    /// `timeout` for some to arrive. Waiting spins for up to
+    /// [`ConsumerConfig::wait_spin`] (adaptive, 50 µs at most by default),
+    /// then parks the thread; an append wakes it at once.
     ///
     /// # Errors
     /// [`Error::OffsetOutOfRange`] or [`Error::NoOffset`] with
@@ -385,18 +403,18 @@ impl Consumer {
         let parts: Vec<&partition::PartitionShared> =
             waiting.iter().map(|(_, p)| &*p.shared).collect();
         let (bell, skip_closed) = (&self.bell, self.skip_closed);
-        partition::wait_for_data(
-            &self.signal,
-            &parts,
-            deadline,
+        let started = Instant::now();
+        let ready = partition::wait_for_data(&self.signal, &parts, deadline, self.spin, || {
+            bell.wakeup_requested()
+                || also()
+                || waiting.iter().any(|(pos, p)| {
+                    p.log_end_offset() > *pos || (!skip_closed && p.shared.is_closed())
+                })
+        });
+        self.spin = next_spin(
+            self.spin,
             self.config.wait_spin,
-            || {
-                bell.wakeup_requested()
-                    || also()
-                    || waiting.iter().any(|(pos, p)| {
-                        p.log_end_offset() > *pos || (!skip_closed && p.shared.is_closed())
-                    })
-            },
+            ready.then(|| started.elapsed()),
         );
     }
 
@@ -494,6 +512,21 @@ impl Consumer {
     }
 }
 
+/// The spin of the next wait, after one that spun `spin` and ended
+/// `ready_after` it began (`None`: at its deadline, nothing arrived).
+///
+/// Data within `max` means a full spin would have caught it without a
+/// wake-up: spin fully next time. Otherwise the spin was wasted CPU (or
+/// would have been): halve it, down to zero, so an idle consumer, or one
+/// fed more slowly than `max`, costs nothing.
+fn next_spin(spin: Duration, max: Duration, ready_after: Option<Duration>) -> Duration {
+    match ready_after {
+        Some(after) if after <= max => max,
+        _ if spin < Duration::from_micros(2) => Duration::ZERO,
+        _ => spin / 2,
+    }
+}
+
 /// The position to read from, applying the reset policy when there is none
 /// or it fell outside `[log start, log end]`.
 fn resolve_position(a: &mut Assigned, reset: OffsetReset) -> Result<u64> {
@@ -531,5 +564,54 @@ impl Drop for Consumer {
         for a in &self.assigned {
             a.partition.shared.waiters().unregister(&self.signal);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LogConfig;
+    use crate::testutil::TempDir;
+
+    const MAX: Duration = Duration::from_micros(50);
+
+    #[test]
+    fn data_within_the_longest_spin_restores_it() {
+        let us = Duration::from_micros;
+        assert_eq!(next_spin(Duration::ZERO, MAX, Some(us(30))), MAX);
+        assert_eq!(next_spin(us(6), MAX, Some(MAX)), MAX);
+        // Data after a park the full spin would not have covered.
+        assert_eq!(next_spin(MAX, MAX, Some(us(51))), us(25));
+    }
+
+    #[test]
+    fn waits_that_spin_in_vain_halve_the_spin_down_to_zero() {
+        let mut spin = MAX;
+        let mut steps = 0;
+        while spin > Duration::ZERO {
+            let next = next_spin(spin, MAX, None);
+            assert!(next < spin);
+            spin = next;
+            steps += 1;
+        }
+        assert_eq!(steps, 6, "50 µs, halved until below 2 µs, then zero");
+        assert_eq!(next_spin(Duration::ZERO, MAX, None), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_wait_spin_set_on_the_field_is_capped_too() {
+        let dir = TempDir::new();
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        // What a caller outside the crate can do (the struct is
+        // non-exhaustive: no struct literal there).
+        #[expect(clippy::field_reassign_with_default, reason = "as a user would")]
+        let config = {
+            let mut config = ConsumerConfig::default();
+            config.wait_spin = Duration::from_secs(3);
+            config
+        };
+        let consumer = log.consumer(config);
+        assert_eq!(consumer.config.wait_spin, ConsumerConfig::MAX_WAIT_SPIN);
+        assert_eq!(consumer.spin, ConsumerConfig::MAX_WAIT_SPIN);
     }
 }

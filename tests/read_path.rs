@@ -1,0 +1,191 @@
+//! The consumer's read path: `poll` makes no allocation per record (a
+//! counting allocator watches the polling thread), and its wait (a bounded
+//! spin, then a park) is ended by data arriving during the spin, after it,
+//! or after the adaptive spin has shrunk to nothing.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::Barrier;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::TempDir;
+use logbus::*;
+
+/// Counts allocations per thread, so the log's background threads do not
+/// blur the count of the polling one.
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}
+
+// SAFETY: every call is forwarded to `System` unchanged; the counter is a
+// const-initialised thread-local `Cell` (no allocation, no lock).
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        // SAFETY: forwarded with the caller's layout.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        // SAFETY: forwarded unchanged.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Records, in batches of 1000, with keys, values of varied sizes and an
+/// occasional tombstone (no headers: owned headers are one allocation each
+/// by design).
+fn fill(log: &Log, topic: &str, records: u64) {
+    let producer = log.producer(topic).unwrap();
+    let mut sent = 0u64;
+    while sent < records {
+        let batch: Vec<Record> = (sent..(sent + 1000).min(records))
+            .map(|i| {
+                let key = Bytes::from(format!("key-{}", i % 97));
+                if i % 50 == 7 {
+                    Record::tombstone(key).partition(0)
+                } else {
+                    let value = vec![b'v'; 1 + (i % 300) as usize];
+                    Record::new(value).key(key).partition(0)
+                }
+            })
+            .collect();
+        sent += batch.len() as u64;
+        producer.send_batch(&batch).unwrap();
+    }
+}
+
+#[test]
+fn poll_makes_no_allocation_per_record() {
+    const RECORDS: u64 = 50_000;
+    let dir = TempDir::new("alloc-per-record");
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    log.create_topic("t", TopicConfig::new(1)).unwrap();
+    fill(&log, "t", RECORDS);
+    let keys: Vec<String> = (0..97).map(|k| format!("key-{k}")).collect();
+    for max_poll_records in [500, 10_000] {
+        let config = ConsumerConfig::default().max_poll_records(max_poll_records);
+        let mut consumer = log.consumer(config);
+        consumer.assign(&[TopicPartition::new("t", 0)]).unwrap();
+        let (mut next, mut polls) = (0u64, 0u64);
+        let before = allocations();
+        while next < RECORDS {
+            let records = consumer.poll(Duration::from_secs(10)).unwrap();
+            assert!(!records.is_empty(), "nothing at offset {next}");
+            polls += 1;
+            for r in &records {
+                assert_eq!(r.offset, next);
+                assert_eq!(
+                    r.key.as_deref(),
+                    Some(keys[(next % 97) as usize].as_bytes())
+                );
+                let len = r.value.as_ref().map(Bytes::len);
+                assert_eq!(len, (next % 50 != 7).then_some(1 + (next % 300) as usize));
+                next += 1;
+            }
+        }
+        let allocated = allocations() - before;
+        // The returned vector, once per poll; a per-record allocation
+        // would show as at least RECORDS.
+        assert!(
+            allocated <= 2 * polls,
+            "{allocated} allocations in {polls} polls of {RECORDS} records \
+             (max_poll_records {max_poll_records})"
+        );
+    }
+}
+
+/// Sends one record once the consumer thread is about to poll, after
+/// `delay`, while the consumer polls with a timeout far longer than the
+/// test: it returns the record only if the append woke it.
+fn woken_by_a_send(spin: Duration, delay: Duration) {
+    let dir = TempDir::new("wake");
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    log.create_topic("t", TopicConfig::new(1)).unwrap();
+    let mut consumer = log.consumer(ConsumerConfig::default().wait_spin(spin));
+    consumer.assign(&[TopicPartition::new("t", 0)]).unwrap();
+    let go = Barrier::new(2);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            go.wait();
+            std::thread::sleep(delay);
+            log.producer("t")
+                .unwrap()
+                .send(Record::new("late"))
+                .unwrap();
+        });
+        go.wait();
+        let records = consumer.poll(Duration::from_secs(600)).unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].value.as_deref(), Some(&b"late"[..]));
+    });
+}
+
+#[test]
+fn a_send_during_the_spin_ends_the_wait() {
+    // The longest spin, and a send right away: it lands while spinning.
+    woken_by_a_send(ConsumerConfig::MAX_WAIT_SPIN, Duration::ZERO);
+}
+
+#[test]
+fn a_send_after_the_spin_unparks_the_consumer() {
+    woken_by_a_send(Duration::from_micros(50), Duration::from_millis(30));
+    woken_by_a_send(Duration::ZERO, Duration::from_millis(30));
+}
+
+#[test]
+fn a_consumer_whose_spin_shrank_to_nothing_still_wakes() {
+    let dir = TempDir::new("wake-after-idle");
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    log.create_topic("t", TopicConfig::new(1)).unwrap();
+    let mut consumer = log.consumer(ConsumerConfig::default());
+    consumer.assign(&[TopicPartition::new("t", 0)]).unwrap();
+    // Idle waits halve the spin each time: 50 µs is gone after six.
+    for _ in 0..8 {
+        assert!(consumer.poll(Duration::from_millis(1)).unwrap().is_empty());
+    }
+    let go = Barrier::new(2);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            go.wait();
+            std::thread::sleep(Duration::from_millis(30));
+            log.producer("t").unwrap().send(Record::new("x")).unwrap();
+        });
+        go.wait();
+        let records = consumer.poll(Duration::from_secs(600)).unwrap();
+        assert_eq!(records.len(), 1);
+    });
+    // And again, now that data restored the full spin.
+    log.producer("t").unwrap().send(Record::new("y")).unwrap();
+    let records = consumer.poll(Duration::from_secs(600)).unwrap();
+    assert_eq!(records[0].value.as_deref(), Some(&b"y"[..]));
+}
+
+#[test]
+fn wait_spin_is_capped() {
+    let capped = ConsumerConfig::default().wait_spin(Duration::from_secs(5));
+    assert_eq!(capped.wait_spin, ConsumerConfig::MAX_WAIT_SPIN);
+    assert_eq!(
+        ConsumerConfig::default().wait_spin,
+        ConsumerConfig::DEFAULT_WAIT_SPIN
+    );
+    assert!(ConsumerConfig::DEFAULT_WAIT_SPIN <= ConsumerConfig::MAX_WAIT_SPIN);
+}
