@@ -395,22 +395,23 @@ impl Consumer {
             *self.bell.signal.lock() = Arc::clone(&signal);
             self.signal = signal;
         }
-        let waiting: Vec<(u64, &Partition)> = self
-            .assigned
-            .iter()
-            .map(|a| (a.position.unwrap_or(u64::MAX), &a.partition))
-            .collect();
-        let parts: Vec<&partition::PartitionShared> =
-            waiting.iter().map(|(_, p)| &*p.shared).collect();
-        let (bell, skip_closed) = (&self.bell, self.skip_closed);
+        let (assigned, bell, skip_closed) = (&self.assigned, &self.bell, self.skip_closed);
         let started = Instant::now();
-        let ready = partition::wait_for_data(&self.signal, &parts, deadline, self.spin, || {
-            bell.wakeup_requested()
-                || also()
-                || waiting.iter().any(|(pos, p)| {
-                    p.log_end_offset() > *pos || (!skip_closed && p.shared.is_closed())
-                })
-        });
+        let ready = partition::wait_for_data(
+            &self.signal,
+            assigned,
+            |a| &a.partition.shared,
+            deadline,
+            self.spin,
+            || {
+                bell.wakeup_requested()
+                    || also()
+                    || assigned.iter().any(|a| {
+                        a.partition.log_end_offset() > a.position.unwrap_or(u64::MAX)
+                            || (!skip_closed && a.partition.shared.is_closed())
+                    })
+            },
+        );
         self.spin = next_spin(
             self.spin,
             self.config.wait_spin,

@@ -74,15 +74,17 @@ impl Waiters {
     }
 }
 
-/// Blocks the calling thread (the owner of `signal`, registered on every
-/// partition in `parts`) until `ready()` is true, or `deadline` passes.
+/// Blocks the calling thread (the owner of `signal`, registered on the
+/// partition `shared` gives for each of `parts`) until `ready()` is true,
+/// or `deadline` passes.
 /// Returns whether `ready()` was.
 ///
 /// Spins for up to `spin` first: waking a parked thread costs 10-30 µs on
 /// a virtual machine, and a producer in full flow publishes sooner.
-pub(crate) fn wait_for_data(
+pub(crate) fn wait_for_data<T>(
     signal: &Arc<Signal>,
-    parts: &[&PartitionShared],
+    parts: &[T],
+    shared: impl Fn(&T) -> &PartitionShared,
     deadline: Instant,
     spin: Duration,
     ready: impl Fn() -> bool,
@@ -92,7 +94,7 @@ pub(crate) fn wait_for_data(
     }
     signal.armed.store(true, Ordering::SeqCst);
     for p in parts {
-        p.waiters.waiting.fetch_add(1, Ordering::SeqCst);
+        shared(p).waiters.waiting.fetch_add(1, Ordering::SeqCst);
     }
     let is_ready = loop {
         if ready() {
@@ -108,7 +110,7 @@ pub(crate) fn wait_for_data(
     };
     signal.armed.store(false, Ordering::SeqCst);
     for p in parts {
-        p.waiters.waiting.fetch_sub(1, Ordering::SeqCst);
+        shared(p).waiters.waiting.fetch_sub(1, Ordering::SeqCst);
     }
     is_ready
 }
