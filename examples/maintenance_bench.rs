@@ -4,7 +4,10 @@
 //!    sealed segments; MB/s of input (bytes of the log before cleaning);
 //! 2. retention: time to delete expired segments (O(1) each);
 //! 3. idle CPU: a log with 100 topics and the maintenance thread running,
-//!    process CPU time over a wall-clock window (getrusage).
+//!    process CPU time over a wall-clock window (getrusage);
+//! 4. idle consumers: the same with 4 consumer threads blocked in `poll`;
+//! 5. a trickle: one record every 1 ms / 200 µs / 50 µs, the consumer
+//!    thread's CPU time with the default adaptive spin and with none.
 //!
 //! `cargo run --release --example maintenance_bench [records] [idle_secs]`
 //! (defaults: 2000000 records, 10 s). Segments are flushed before the
@@ -15,7 +18,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use logbus::{CleanupPolicy, Log, LogConfig, ManualClock, Record, TopicConfig};
+use logbus::{
+    CleanupPolicy, ConsumerConfig, Log, LogConfig, ManualClock, Record, TopicConfig, TopicPartition,
+};
 
 fn temp_dir(tag: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("logbus-bench-{tag}-{}", std::process::id()));
@@ -169,6 +174,98 @@ fn idle(secs: u64) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Process CPU over `secs` with 4 consumer threads blocked in `poll(1 s)`
+/// on empty topics (the spin adapts down to nothing).
+fn idle_consumers(secs: u64) {
+    let dir = temp_dir("idle-consumers");
+    let log = Log::open(&dir, LogConfig::default()).expect("open");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let name = format!("topic-{t}");
+            log.create_topic(&name, TopicConfig::new(1))
+                .expect("create");
+            let (log, stop) = (&log, &stop);
+            s.spawn(move || {
+                let mut c = log.consumer(ConsumerConfig::default());
+                c.assign(&[TopicPartition::new(name, 0)]).expect("assign");
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    c.poll(Duration::from_secs(1)).expect("poll");
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let cpu0 = cpu_time();
+        let wall0 = Instant::now();
+        std::thread::sleep(Duration::from_secs(secs));
+        let cpu = cpu_time() - cpu0;
+        let wall = wall0.elapsed();
+        println!(
+            "| idle consumers | 4 threads blocked in `poll(1 s)`, default `wait_spin` | {:.1} ms CPU in {:.1} s | **{:.4} % of a core** | whole process (getrusage) |",
+            cpu.as_secs_f64() * 1e3,
+            wall.as_secs_f64(),
+            100.0 * cpu.as_secs_f64() / wall.as_secs_f64(),
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    log.close().expect("close");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the struct we pass.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts)
+    };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The consumer thread's CPU while a producer sends one record every `gap`
+/// for `secs`, with the given spin.
+fn trickle(gap: Duration, spin: Duration, secs: u64) {
+    let dir = temp_dir("trickle");
+    let log = Log::open(&dir, LogConfig::default()).expect("open");
+    log.create_topic("t", TopicConfig::new(1)).expect("create");
+    let records = (Duration::from_secs(secs).as_micros() / gap.as_micros()) as u64;
+    let producer = log.producer("t").expect("producer");
+    let (cpu, wall) = std::thread::scope(|s| {
+        let consumer = s.spawn(|| {
+            let mut c = log.consumer(ConsumerConfig::default().wait_spin(spin));
+            c.assign(&[TopicPartition::new("t", 0)]).expect("assign");
+            let (cpu0, wall0) = (thread_cpu(), Instant::now());
+            let mut n = 0;
+            while n < records {
+                n += c.poll(Duration::from_secs(1)).expect("poll").len() as u64;
+            }
+            (thread_cpu() - cpu0, wall0.elapsed())
+        });
+        let mut next = Instant::now();
+        for _ in 0..records {
+            if let Some(d) = next.checked_duration_since(Instant::now()) {
+                std::thread::sleep(d);
+            }
+            producer.send(Record::new("x").partition(0)).expect("send");
+            next += gap;
+        }
+        consumer.join().expect("consumer")
+    });
+    println!(
+        "| trickle | one `send` every {} µs, `wait_spin` {} µs | consumer thread {:.1} ms CPU in {:.1} s | **{:.2} % of a core** | CLOCK_THREAD_CPUTIME_ID |",
+        gap.as_micros(),
+        spin.as_micros(),
+        cpu.as_secs_f64() * 1e3,
+        wall.as_secs_f64(),
+        100.0 * cpu.as_secs_f64() / wall.as_secs_f64(),
+    );
+    log.close().expect("close");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let records = args
@@ -181,4 +278,10 @@ fn main() {
     compaction(records);
     retention();
     idle(idle_secs);
+    idle_consumers(idle_secs);
+    for gap in [1000, 200, 50] {
+        for spin in [ConsumerConfig::DEFAULT_WAIT_SPIN, Duration::ZERO] {
+            trickle(Duration::from_micros(gap), spin, 2);
+        }
+    }
 }

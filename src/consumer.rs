@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 use crate::config::OffsetReset;
 use crate::db::Log;
 use crate::error::{Error, Result};
+use crate::log::record::RecordView;
 use crate::partition::{self, Partition, Signal};
 use crate::record::ConsumerRecord;
 
@@ -352,7 +353,8 @@ impl Consumer {
     }
 
     /// Returns the next records of the assigned partitions, waiting up to
-    /// `timeout` for some to arrive. Waiting spins for up to
+    /// `timeout` for some to arrive (see [`poll_each`](Self::poll_each) for
+    /// the borrowing, faster form). Waiting spins for up to
     /// [`ConsumerConfig::wait_spin`] (adaptive, 50 µs at most by default),
     /// then parks the thread; an append wakes it at once.
     ///
@@ -368,6 +370,55 @@ impl Consumer {
             let records = self.fetch_once()?;
             if !records.is_empty() || Instant::now() >= deadline {
                 return Ok(records);
+            }
+            self.wait(deadline, &|| false);
+        }
+    }
+
+    /// Like [`poll`](Self::poll), but lends each record to `f`, with its
+    /// partition, as a [`RecordView`] borrowed from the mapped segment
+    /// instead of returning owned records: no allocation and no reference
+    /// counting per record (a `ConsumerRecord` costs four atomic operations
+    /// between its making and its drop), so 100 B records read several
+    /// times faster. Positions move past each record handed to `f`; copy
+    /// what must outlive the call. Returns the number of records handed
+    /// over (0 when `timeout` passed with nothing new).
+    ///
+    /// ```
+    /// # use logbus::*;
+    /// # use std::time::Duration;
+    /// # let dir = std::env::temp_dir().join(format!("logbus-doc-poll-each-{}", std::process::id()));
+    /// # let log = Log::open(&dir, LogConfig::default())?;
+    /// log.create_topic("events", TopicConfig::new(1))?;
+    /// log.producer("events")?.send_batch(&[Record::new("a"), Record::new("bb")])?;
+    /// let mut consumer = log.consumer(ConsumerConfig::default());
+    /// consumer.assign(&[TopicPartition::new("events", 0)])?;
+    /// let mut bytes = 0;
+    /// let n = consumer.poll_each(Duration::from_secs(1), |tp, r| {
+    ///     assert_eq!(tp.partition, 0);
+    ///     bytes += r.value.map_or(0, <[u8]>::len);
+    /// })?;
+    /// assert_eq!((n, bytes), (2, 3));
+    /// # drop(log); std::fs::remove_dir_all(&dir).ok();
+    /// # Ok::<(), logbus::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`poll`](Self::poll). With [`Error::Corrupt`], the records before
+    /// the damaged batch were handed to `f`, and the position is past them.
+    pub fn poll_each(
+        &mut self,
+        timeout: Duration,
+        mut f: impl FnMut(&TopicPartition, RecordView<'_>),
+    ) -> Result<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.take_wakeup()?;
+            let taken = self.fetch_each(|tp, _, fetched, next, room| {
+                partition::visit(fetched, room, next, |r| f(tp, r))
+            })?;
+            if taken > 0 || Instant::now() >= deadline {
+                return Ok(taken);
             }
             self.wait(deadline, &|| false);
         }
@@ -465,9 +516,43 @@ impl Consumer {
     }
 
     pub(crate) fn fetch_once(&mut self) -> Result<Vec<ConsumerRecord>> {
+        let mut out = Vec::new();
+        self.fetch_each(|_, shared, fetched, next, room| {
+            let before = out.len();
+            // On an error the records decoded are dropped with `out`, and
+            // the position stays: they come again.
+            *next = partition::decode_into(
+                fetched,
+                shared.topic(),
+                shared.id(),
+                *next,
+                room,
+                &mut out,
+            )?;
+            Ok(out.len() - before)
+        })?;
+        Ok(out)
+    }
+
+    /// One round over the assigned partitions (from `self.next`, so none
+    /// starves) until `max_poll_records` are taken: for each partition with
+    /// data past its position, fetches and calls `take(partition, fetched,
+    /// next, room)`, which takes at most `room` records from `*next` on and
+    /// moves `*next` past them. The position becomes `*next`, also when
+    /// `take` fails. Returns the number taken.
+    fn fetch_each(
+        &mut self,
+        mut take: impl FnMut(
+            &TopicPartition,
+            &partition::PartitionShared,
+            &partition::FetchedBatches,
+            &mut u64,
+            usize,
+        ) -> Result<usize>,
+    ) -> Result<usize> {
         let n = self.assigned.len();
         let max = self.config.max_poll_records;
-        let mut out = Vec::new();
+        let mut taken = 0;
         for k in 0..n {
             let i = (self.next + k) % n;
             let a = &mut self.assigned[i];
@@ -494,22 +579,16 @@ impl Consumer {
                 }
                 Err(e) => return Err(e),
             };
-            let shared = &a.partition.shared;
-            let next = partition::decode_into(
-                &fetched,
-                shared.topic(),
-                shared.id(),
-                position,
-                max - out.len(),
-                &mut out,
-            )?;
+            let mut next = position;
+            let result = take(&a.tp, &a.partition.shared, &fetched, &mut next, max - taken);
             a.position = Some(next);
-            if out.len() >= max {
+            taken += result?;
+            if taken >= max {
                 self.next = (i + 1) % n;
                 break;
             }
         }
-        Ok(out)
+        Ok(taken)
     }
 }
 

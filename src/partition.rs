@@ -29,8 +29,8 @@ use crate::worker::Job;
 mod read;
 mod upkeep;
 mod wait;
-pub(crate) use read::decode_into;
 pub use read::{FetchedBatches, FetchedRecords};
+pub(crate) use read::{decode_into, visit};
 pub(crate) use upkeep::meta as segment_meta;
 pub(crate) use wait::{Signal, Waiters, wait_for_data};
 

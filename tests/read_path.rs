@@ -189,3 +189,114 @@ fn wait_spin_is_capped() {
     );
     assert!(ConsumerConfig::DEFAULT_WAIT_SPIN <= ConsumerConfig::MAX_WAIT_SPIN);
 }
+
+/// What `poll` returns, as comparable values.
+type Seen = (
+    String,
+    u32,
+    u64,
+    i64,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Vec<(String, Option<Vec<u8>>)>,
+);
+
+#[test]
+fn poll_each_lends_exactly_what_poll_returns() {
+    let dir = TempDir::new("poll-each");
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    log.create_topic("t", TopicConfig::new(3)).unwrap();
+    let producer = log.producer("t").unwrap();
+    for i in 0..3000u32 {
+        let mut r = Record::new(format!("value-{i}")).partition(i % 3);
+        if i % 7 == 0 {
+            r = r.key(format!("k{i}")).header("h", format!("{i}"));
+        }
+        if i % 11 == 0 {
+            r = Record::tombstone(format!("k{i}")).partition(i % 3);
+        }
+        producer.send(r).unwrap();
+    }
+    let all: Vec<TopicPartition> = (0..3).map(|p| TopicPartition::new("t", p)).collect();
+    let config = ConsumerConfig::default().max_poll_records(128);
+    let mut owned = log.consumer(config.clone());
+    owned.assign(&all).unwrap();
+    let mut lent = log.consumer(config);
+    lent.assign(&all).unwrap();
+
+    let (mut by_poll, mut by_each) = (Vec::<Seen>::new(), Vec::<Seen>::new());
+    while by_poll.len() < 3000 {
+        let records = owned.poll(Duration::from_secs(10)).unwrap();
+        assert!(!records.is_empty() && records.len() <= 128);
+        by_poll.extend(records.into_iter().map(|r| {
+            let headers = r
+                .headers
+                .iter()
+                .map(|h| (h.key.clone(), h.value.as_ref().map(|v| v.to_vec())));
+            let headers = headers.collect();
+            (
+                r.topic.to_string(),
+                r.partition,
+                r.offset,
+                r.timestamp,
+                r.key.map(|k| k.to_vec()),
+                r.value.map(|v| v.to_vec()),
+                headers,
+            )
+        }));
+    }
+    while by_each.len() < 3000 {
+        let before = by_each.len();
+        let n = lent
+            .poll_each(Duration::from_secs(10), |tp, r| {
+                let headers = r
+                    .headers()
+                    .map(|(k, v)| (k.to_owned(), v.map(<[u8]>::to_vec)))
+                    .collect();
+                by_each.push((
+                    tp.topic.clone(),
+                    tp.partition,
+                    r.offset,
+                    r.timestamp,
+                    r.key.map(<[u8]>::to_vec),
+                    r.value.map(<[u8]>::to_vec),
+                    headers,
+                ));
+            })
+            .unwrap();
+        assert_eq!(n, by_each.len() - before);
+        assert!(n > 0 && n <= 128);
+    }
+    assert_eq!(by_each, by_poll);
+    // Both consumers stand past everything: nothing more either way.
+    assert_eq!(
+        lent.poll_each(Duration::from_millis(5), |_, _| panic!("no more"))
+            .unwrap(),
+        0
+    );
+    for p in &all {
+        assert_eq!(lent.position(p).unwrap(), 1000);
+    }
+}
+
+#[test]
+fn poll_each_makes_no_allocation() {
+    const RECORDS: u64 = 20_000;
+    let dir = TempDir::new("poll-each-alloc");
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    log.create_topic("t", TopicConfig::new(1)).unwrap();
+    fill(&log, "t", RECORDS);
+    let mut consumer = log.consumer(ConsumerConfig::default());
+    consumer.assign(&[TopicPartition::new("t", 0)]).unwrap();
+    let mut next = 0u64;
+    let before = allocations();
+    while next < RECORDS {
+        consumer
+            .poll_each(Duration::from_secs(10), |_, r| {
+                assert_eq!(r.offset, next);
+                next += 1;
+            })
+            .unwrap();
+    }
+    assert_eq!(allocations() - before, 0);
+}

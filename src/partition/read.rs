@@ -82,10 +82,7 @@ impl FetchedBatches {
 /// Appends the records of `fetched` at or after `from` to `out` (at most
 /// `max`). Returns the offset to read next.
 ///
-/// Decodes with the borrowing decoder (`RecordViews`: the inlined fast path
-/// for plain records, the checked one for the rest, which accept exactly
-/// what the owning `record::records` accepts, with the same errors) and
-/// makes key, value and header values `Bytes` views of `fetched.bytes`.
+/// Makes key, value and header values `Bytes` views of `fetched.bytes`.
 pub(crate) fn decode_into(
     fetched: &FetchedBatches,
     topic: &Arc<str>,
@@ -96,11 +93,34 @@ pub(crate) fn decode_into(
 ) -> Result<u64> {
     let limit = out.len().saturating_add(max);
     out.reserve(record_count_hint(&fetched.bytes).min(max));
-    let mut next = from;
     let bytes = &fetched.bytes;
+    let mut next = from;
+    visit(fetched, max, &mut next, |r| {
+        push_record(out, limit, bytes, &r, topic, partition);
+    })?;
+    Ok(next)
+}
+
+/// Hands `f` the records of `fetched` at or after `*next`, at most `max`,
+/// in order, moving `*next` past each one (and past offsets compaction
+/// removed from the end of a batch taken whole): on an error, `*next` is
+/// where reading resumes after the records `f` saw.
+///
+/// Decodes with the borrowing decoder (`RecordViews`: the inlined fast path
+/// for plain records, the checked one for the rest, which accept exactly
+/// what the owning `record::records` accepts, with the same errors).
+#[inline(always)]
+pub(crate) fn visit(
+    fetched: &FetchedBatches,
+    max: usize,
+    next: &mut u64,
+    mut f: impl FnMut(RecordView<'_>),
+) -> Result<usize> {
+    let bytes = &fetched.bytes;
+    let mut taken = 0usize;
     for batch in fetched.batches() {
         let (at, header, range) = batch?;
-        if out.len() >= limit {
+        if taken >= max {
             break;
         }
         let corrupt = |e: record::BatchError| Error::corrupt(fetched.path(), at, e.to_string());
@@ -114,22 +134,23 @@ pub(crate) fn decode_into(
                     None => break,
                 },
             };
-            if r.offset < next {
+            if r.offset < *next {
                 continue;
             }
-            if out.len() >= limit {
+            if taken >= max {
                 taken_all = false;
                 break;
             }
-            next = r.offset + 1;
-            push_record(out, limit, bytes, &r, topic, partition);
+            *next = r.offset + 1;
+            f(r);
+            taken += 1;
         }
         if taken_all {
             // Skip offsets compaction removed from the end of the batch.
-            next = next.max(header.next_offset() as u64);
+            *next = (*next).max(header.next_offset() as u64);
         }
     }
-    Ok(next)
+    Ok(taken)
 }
 
 /// Records `push_record` makes room for at a time when the size hint fell

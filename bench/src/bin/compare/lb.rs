@@ -129,6 +129,32 @@ pub fn read_consumer(log: &Log, topic: &str, expect: u64) -> Sample {
     start.sample(next)
 }
 
+/// Reads partition 0 from offset 0 with `Consumer::poll_each` (borrowed
+/// records), checking offsets and touching every value's last byte.
+#[inline(never)] // a frame of its own in profiles
+pub fn read_consumer_each(log: &Log, topic: &str, expect: u64) -> Sample {
+    let mut consumer = log.consumer(ConsumerConfig::default().max_poll_records(10_000));
+    consumer
+        .assign(&[TopicPartition::new(topic, 0)])
+        .expect("assign");
+    let start = Timer::start();
+    let (mut next, mut sum, mut touch) = (0u64, 0u64, 0u8);
+    while next < expect {
+        let n = consumer
+            .poll_each(Duration::from_millis(200), |_, r| {
+                assert_eq!(r.offset, next, "out of order");
+                let v = r.value.unwrap();
+                sum += v.len() as u64;
+                touch ^= v[v.len() - 1];
+                next += 1;
+            })
+            .expect("poll_each");
+        assert!(n > 0, "poll_each returned nothing at offset {next}");
+    }
+    std::hint::black_box((sum, touch));
+    start.sample(next)
+}
+
 /// Every record through `FetchedBatches::records` (borrowed views, CRC
 /// checked once per process): decodes each record, checks the offset order
 /// and touches each value, like the consumer row, without per-record

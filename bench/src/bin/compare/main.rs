@@ -394,6 +394,19 @@ fn logbus_batch(c: &Ctx<'_>, t: &mut Table, size: usize) {
         ),
         s,
     );
+    let a0 = alloc::count();
+    let s = lb::read_consumer_each(&log, "t", n);
+    let each_allocs = (alloc::count() - a0) as f64 / n as f64;
+    t.add(
+        row(
+            sr,
+            &format!("logbus Consumer::poll_each, {l}"),
+            size,
+            Some(r),
+            "borrowed records, max_poll_records 10000",
+        ),
+        s,
+    );
     let p = log.topic("t").unwrap().partition(0).unwrap().clone();
     let a0 = alloc::count();
     let s = lb::read_views(&p, n);
@@ -438,6 +451,16 @@ fn logbus_batch(c: &Ctx<'_>, t: &mut Table, size: usize) {
             "value = heap allocations / records, reading thread",
         ),
         Sample::value(view_allocs),
+    );
+    t.add(
+        row(
+            Section::Memory,
+            &format!("allocations per record, Consumer::poll_each, {l}"),
+            size,
+            None,
+            "value = heap allocations / records, reading thread",
+        ),
+        Sample::value(each_allocs),
     );
 }
 
