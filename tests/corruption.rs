@@ -4,9 +4,9 @@
 //! has each of its files truncated at many points and bit-flipped at seeded
 //! positions. For every case `Log::open` must either
 //!
-//! - recover: every record read back (through `FetchedBatches::records` and
-//!   through `Consumer::poll`) is the record written at that offset, byte for
-//!   byte; what survives of each partition is a prefix of what was written;
+//! - recover: every record read back (through `FetchedBatches::records`,
+//!   `Consumer::poll` and `Consumer::poll_each`) is the record written at
+//!   that offset, byte for byte; what survives of each partition is a prefix of what was written;
 //!   nothing before the damaged byte is lost unless a read reports
 //!   `Error::Corrupt`; and partitions the damage did not touch are whole; or
 //! - fail with a typed error naming a file of the damaged directory
@@ -357,6 +357,59 @@ fn read_polled(log: &Log, topic: &str, partition: u32, pdir: &Path) -> Result<Re
     })
 }
 
+/// Reads a partition from the beginning through `Consumer::poll_each`
+/// (which hands over the records before a damaged batch, then reports it).
+fn read_polled_each(log: &Log, topic: &str, partition: u32, pdir: &Path) -> Result<Read, String> {
+    let tp = TopicPartition::new(topic, partition);
+    let mut consumer = log.consumer(ConsumerConfig::default().offset_reset(OffsetReset::None));
+    consumer
+        .assign(std::slice::from_ref(&tp))
+        .map_err(|e| e.to_string())?;
+    consumer
+        .seek_to_beginning(std::slice::from_ref(&tp))
+        .map_err(|e| e.to_string())?;
+    let end = log
+        .topic(topic)
+        .and_then(|t| t.partition(partition).cloned())
+        .map_err(|e| e.to_string())?
+        .log_end_offset();
+    let mut records = Vec::new();
+    while consumer.position(&tp).map_err(|e| e.to_string())? < end {
+        let polled = consumer.poll_each(Duration::ZERO, |_, r| {
+            records.push((
+                r.offset,
+                Written {
+                    key: r.key.map(<[u8]>::to_vec).unwrap_or_default(),
+                    value: r.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                    timestamp: r.timestamp,
+                },
+            ));
+        });
+        match polled {
+            Ok(0) => return Err("poll_each returned nothing below the end".into()),
+            Ok(_) => {}
+            Err(e) if corrupt_path_is_in(&e, pdir) => {
+                let at = consumer.position(&tp).map_err(|e| e.to_string())?;
+                if at != records.len() as u64 {
+                    return Err(format!(
+                        "poll_each stopped at position {at} after {} records",
+                        records.len()
+                    ));
+                }
+                return Ok(Read {
+                    records,
+                    stopped_by_corrupt: true,
+                });
+            }
+            Err(e) => return Err(format!("poll_each: {e}")),
+        }
+    }
+    Ok(Read {
+        records,
+        stopped_by_corrupt: false,
+    })
+}
+
 /// The records of `model` that lie entirely before `damage` in the damaged
 /// `.log` file of this partition (and in every segment before it): these
 /// must survive unless a read reports corruption. For index files every
@@ -436,7 +489,9 @@ fn check_case(
         let fetched = read_fetched(&p, &pdir).map_err(|e| format!("{topic}/{partition}: {e}"))?;
         let polled = read_polled(&log, topic, *partition, &pdir)
             .map_err(|e| format!("{topic}/{partition}: {e}"))?;
-        for read in [&fetched, &polled] {
+        let each = read_polled_each(&log, topic, *partition, &pdir)
+            .map_err(|e| format!("{topic}/{partition}: {e}"))?;
+        for read in [&fetched, &polled, &each] {
             for (i, (offset, got)) in read.records.iter().enumerate() {
                 if *offset != i as u64 {
                     return Err(format!(
