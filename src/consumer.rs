@@ -204,6 +204,10 @@ pub struct Consumer {
     next: usize,
     /// How long the next wait spins (see [`ConsumerConfig::wait_spin`]).
     spin: Duration,
+    /// No spinning before this: a spin lost the core (more runnable threads
+    /// than cores), where a parked thread is woken sooner than a spinning
+    /// one gets the core back.
+    spin_paused_until: Option<Instant>,
     /// Skip closed partitions instead of failing (group members: a deleted
     /// topic's partitions are taken away by a rebalance).
     pub(crate) skip_closed: bool,
@@ -216,6 +220,7 @@ impl Consumer {
         let signal = Signal::for_current_thread();
         Consumer {
             spin: config.wait_spin,
+            spin_paused_until: None,
             log,
             config,
             assigned: Vec::new(),
@@ -448,12 +453,16 @@ impl Consumer {
         }
         let (assigned, bell, skip_closed) = (&self.assigned, &self.bell, self.skip_closed);
         let started = Instant::now();
-        let ready = partition::wait_for_data(
+        let spin = match self.spin_paused_until {
+            Some(until) if started < until => Duration::ZERO,
+            _ => self.spin,
+        };
+        let waited = partition::wait_for_data(
             &self.signal,
             assigned,
             |a| &a.partition.shared,
             deadline,
-            self.spin,
+            spin,
             || {
                 bell.wakeup_requested()
                     || also()
@@ -463,10 +472,13 @@ impl Consumer {
                     })
             },
         );
+        if waited.preempted {
+            self.spin_paused_until = Some(Instant::now() + SPIN_PAUSE);
+        }
         self.spin = next_spin(
             self.spin,
             self.config.wait_spin,
-            ready.then(|| started.elapsed()),
+            waited.ready.then(|| started.elapsed()),
         );
     }
 
@@ -591,6 +603,11 @@ impl Consumer {
         Ok(taken)
     }
 }
+
+/// How long a consumer parks without spinning after a spin was descheduled.
+/// Measured under load average 7-8 on 2 cores, produce -> consume p50 was
+/// 3.9 µs parking at once, 59 µs spinning up to 20 µs, 765 µs up to 50 µs.
+const SPIN_PAUSE: Duration = Duration::from_millis(100);
 
 /// The spin of the next wait, after one that spun `spin` and ended
 /// `ready_after` it began (`None`: at its deadline, nothing arrived).
