@@ -175,3 +175,47 @@ fn spin_until(until: Instant, ready: &impl Fn() -> bool) -> Spun {
         i = i.wrapping_add(1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    #[test]
+    fn a_spin_ends_when_ready_or_at_its_end() {
+        let calls = Cell::new(0);
+        let ready_on_the_fifth = || {
+            calls.set(calls.get() + 1);
+            calls.get() == 5
+        };
+        let far = Instant::now() + Duration::from_secs(600);
+        assert_eq!(spin_until(far, &ready_on_the_fifth), Spun::Ready);
+        assert_eq!(calls.get(), 5);
+        calls.set(0);
+        // A zero spin parks after one look.
+        assert_eq!(
+            spin_until(Instant::now(), &|| {
+                calls.set(calls.get() + 1);
+                false
+            }),
+            Spun::Expired
+        );
+        assert_eq!(calls.get(), 1);
+    }
+
+    #[test]
+    fn a_spin_that_lost_the_core_says_so() {
+        let calls = Cell::new(0);
+        // A sleep inside the spin stands in for a lost time slice.
+        let descheduled_once = || {
+            calls.set(calls.get() + 1);
+            if calls.get() == 100 {
+                std::thread::sleep(2 * PREEMPTED_GAP);
+            }
+            false
+        };
+        let far = Instant::now() + Duration::from_secs(600);
+        assert_eq!(spin_until(far, &descheduled_once), Spun::Preempted);
+    }
+}
