@@ -45,12 +45,14 @@ pub struct ConsumerConfig {
     /// `max.partition.fetch.bytes`, 1 MiB; at least one batch is always returned).
     pub max_partition_fetch_bytes: usize,
     /// The longest `poll` spins, checking for new data, before it parks
-    /// the thread (default 50 µs, at most [`MAX_WAIT_SPIN`](ConsumerConfig::MAX_WAIT_SPIN); zero parks at
-    /// once). Spinning turns a 10-30 µs wake-up into ~1 µs while records
-    /// flow. The spin adapts: after a wait the spin would not have covered
+    /// the thread (default 50 µs, at most
+    /// [`MAX_WAIT_SPIN`](ConsumerConfig::MAX_WAIT_SPIN); zero parks at once).
+    /// Spinning turns a 10-30 µs wake-up into ~1 µs while records flow. The spin adapts: after a wait the spin would not have covered
     /// (no data within `wait_spin`), the next spin is half as long, so a
     /// consumer of a slow trickle, or an idle one, soon parks at once; data
-    /// arriving within `wait_spin` restores the full spin.
+    /// arriving within `wait_spin` restores the full spin. A spin that
+    /// loses the core to another thread (more runnable threads than cores,
+    /// where a parked thread is woken sooner) stops spinning for 100 ms.
     pub wait_spin: Duration,
 }
 
