@@ -176,6 +176,8 @@ struct Assigned {
     tp: TopicPartition,
     partition: Partition,
     position: Option<u64>,
+    /// Where the last poll stopped inside a batch (if it did).
+    cursor: Option<partition::ReadCursor>,
 }
 
 /// Reads records from the partitions assigned to it, in offset order per
@@ -266,6 +268,7 @@ impl Consumer {
                 tp: tp.clone(),
                 partition,
                 position,
+                cursor: None,
             });
         }
         for a in &self.assigned {
@@ -421,8 +424,8 @@ impl Consumer {
         let deadline = Instant::now() + timeout;
         loop {
             self.take_wakeup()?;
-            let taken = self.fetch_each(|tp, _, fetched, next, room| {
-                partition::visit(fetched, room, next, |r| f(tp, r))
+            let taken = self.fetch_each(|tp, _, fetched, next, at, room| {
+                partition::visit(fetched, room, next, at, |r| f(tp, r))
             })?;
             if taken > 0 || Instant::now() >= deadline {
                 return Ok(taken);
@@ -496,6 +499,7 @@ impl Consumer {
                 tp,
                 partition,
                 position,
+                cursor: None,
             });
         }
     }
@@ -531,18 +535,12 @@ impl Consumer {
 
     pub(crate) fn fetch_once(&mut self) -> Result<Vec<ConsumerRecord>> {
         let mut out = Vec::new();
-        self.fetch_each(|_, shared, fetched, next, room| {
+        self.fetch_each(|_, shared, fetched, next, at, room| {
             let before = out.len();
             // On an error the records decoded are dropped with `out`, and
             // the position stays: they come again.
-            *next = partition::decode_into(
-                fetched,
-                shared.topic(),
-                shared.id(),
-                *next,
-                room,
-                &mut out,
-            )?;
+            let (topic, id) = (shared.topic(), shared.id());
+            *next = partition::decode_into_at(fetched, topic, id, *next, room, at, &mut out)?;
             Ok(out.len() - before)
         })?;
         Ok(out)
@@ -550,10 +548,13 @@ impl Consumer {
 
     /// One round over the assigned partitions (from `self.next`, so none
     /// starves) until `max_poll_records` are taken: for each partition with
-    /// data past its position, fetches and calls `take(partition, fetched,
-    /// next, room)`, which takes at most `room` records from `*next` on and
-    /// moves `*next` past them. The position becomes `*next`, also when
-    /// `take` fails. Returns the number taken.
+    /// data past its position, fetches and calls `take(tp, partition,
+    /// fetched, next, resume, room)`, which takes at most `room` records
+    /// from `*next` on and moves `*next` past them. The position becomes
+    /// `*next`, also when `take` fails. When `take` stops inside a batch
+    /// (`resume.stop`), the next round goes on from there instead of
+    /// fetching and decoding that batch from its start again. Returns the
+    /// number taken.
     fn fetch_each(
         &mut self,
         mut take: impl FnMut(
@@ -561,6 +562,7 @@ impl Consumer {
             &partition::PartitionShared,
             &partition::FetchedBatches,
             &mut u64,
+            &mut partition::Resume,
             usize,
         ) -> Result<usize>,
     ) -> Result<usize> {
@@ -580,23 +582,43 @@ impl Consumer {
             if position >= a.partition.log_end_offset() {
                 continue;
             }
-            let fetched = match a
-                .partition
-                .fetch(position, self.config.max_partition_fetch_bytes)
-            {
-                Ok(f) => f,
-                Err(Error::OffsetOutOfRange { .. }) => {
-                    // Retention moved the start past us between the checks.
-                    a.position = None;
-                    resolve_position(a, self.config.offset_reset)?;
-                    continue;
+            let max_bytes = self.config.max_partition_fetch_bytes;
+            let mut at = partition::Resume::default();
+            let resumed = a
+                .cursor
+                .take()
+                .and_then(|c| a.partition.shared.fetch_from_cursor(c, position, max_bytes));
+            let fetched = match resumed {
+                Some((fetched, stop)) => {
+                    at.start = Some(stop);
+                    fetched
                 }
-                Err(e) => return Err(e),
+                None => match a.partition.fetch(position, max_bytes) {
+                    Ok(f) => f,
+                    Err(Error::OffsetOutOfRange { .. }) => {
+                        // Retention moved the start past us between the checks.
+                        a.position = None;
+                        resolve_position(a, self.config.offset_reset)?;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
             };
             let mut next = position;
-            let result = take(&a.tp, &a.partition.shared, &fetched, &mut next, max - taken);
+            let result = take(
+                &a.tp,
+                &a.partition.shared,
+                &fetched,
+                &mut next,
+                &mut at,
+                max - taken,
+            );
             a.position = Some(next);
-            taken += result?;
+            let n = result?;
+            a.cursor = at
+                .stop
+                .and_then(|stop| partition::ReadCursor::new(&fetched, stop, next));
+            taken += n;
             if taken >= max {
                 self.next = (i + 1) % n;
                 break;

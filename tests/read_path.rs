@@ -300,3 +300,146 @@ fn poll_each_makes_no_allocation() {
     }
     assert_eq!(allocations() - before, 0);
 }
+
+/// Offsets and values read through `poll` (or `poll_each`) from `tp`, at
+/// most `max` per call, until `count` records came.
+fn read_n(consumer: &mut Consumer, count: usize, each: bool) -> Vec<(u64, Vec<u8>)> {
+    let mut got = Vec::new();
+    while got.len() < count {
+        if each {
+            let n = consumer
+                .poll_each(Duration::from_secs(10), |_, r| {
+                    got.push((r.offset, r.value.unwrap_or_default().to_vec()));
+                })
+                .unwrap();
+            assert!(n > 0);
+        } else {
+            let records = consumer.poll(Duration::from_secs(10)).unwrap();
+            assert!(!records.is_empty());
+            got.extend(
+                records
+                    .into_iter()
+                    .map(|r| (r.offset, r.value.unwrap_or_default().to_vec())),
+            );
+        }
+    }
+    got
+}
+
+fn expected(from: u64, to: u64) -> Vec<(u64, Vec<u8>)> {
+    (from..to)
+        .map(|i| (i, format!("v{i}").into_bytes()))
+        .collect()
+}
+
+/// Polls that stop inside a batch go on from where they stopped (without
+/// decoding the records before again): the records, across seeks back and
+/// forth inside and outside the batch, are the right ones.
+#[test]
+fn polls_that_stop_inside_a_batch_go_on_from_there() {
+    let dir = TempDir::new("resume");
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    log.create_topic("t", TopicConfig::new(1)).unwrap();
+    let producer = log.producer("t").unwrap();
+    for b in 0..3u64 {
+        let batch: Vec<Record> = (b * 1000..(b + 1) * 1000)
+            .map(|i| Record::new(format!("v{i}")).partition(0))
+            .collect();
+        producer.send_batch(&batch).unwrap();
+    }
+    let tp = TopicPartition::new("t", 0);
+    for each in [false, true] {
+        let mut c = log.consumer(ConsumerConfig::default().max_poll_records(300));
+        c.assign(std::slice::from_ref(&tp)).unwrap();
+        // 0..300, 300..600, 600..900, 900..1000 + 1000..1200, ...
+        assert_eq!(read_n(&mut c, 1500, each), expected(0, 1500));
+        // Back into the batch the consumer stopped in, and into an earlier one.
+        c.seek(&tp, 1250).unwrap();
+        assert_eq!(read_n(&mut c, 300, each), expected(1250, 1550));
+        c.seek(&tp, 10).unwrap();
+        assert_eq!(read_n(&mut c, 600, each), expected(10, 610));
+        // Forward past the stop, then to the very stop.
+        c.seek(&tp, 2999).unwrap();
+        assert_eq!(read_n(&mut c, 1, each), expected(2999, 3000));
+        c.seek(&tp, 610).unwrap();
+        assert_eq!(read_n(&mut c, 2390, each), expected(610, 3000));
+    }
+}
+
+/// A consumer stopped inside a segment that retention then deletes meets
+/// the reset policy, as without a resume point; and the deleted segment is
+/// not read.
+#[test]
+fn a_resume_point_in_a_deleted_segment_meets_the_reset_policy() {
+    let dir = TempDir::new("resume-retention");
+    let log = Log::open(
+        dir.path(),
+        LogConfig::default().background_maintenance(false),
+    )
+    .unwrap();
+    let small = TopicConfig::new(1)
+        .segment_bytes(64 << 10)
+        .max_record_bytes(4096)
+        .segment_ms(None)
+        .retention_ms(None)
+        .retention_bytes(Some(0));
+    log.create_topic("t", small).unwrap();
+    let producer = log.producer("t").unwrap();
+    let mut sent = 0u64;
+    let mut send_batches = |batches: u64| {
+        for _ in 0..batches {
+            let batch: Vec<Record> = (sent..sent + 100)
+                .map(|i| Record::new(format!("v{i}")).partition(0))
+                .collect();
+            producer.send_batch(&batch).unwrap();
+            sent += 100;
+        }
+    };
+    send_batches(1);
+    let tp = TopicPartition::new("t", 0);
+    for reset in [OffsetReset::Earliest, OffsetReset::None] {
+        let mut c = log.consumer(
+            ConsumerConfig::default()
+                .max_poll_records(30)
+                .offset_reset(reset),
+        );
+        c.assign(std::slice::from_ref(&tp)).unwrap();
+        let start = log
+            .topic("t")
+            .unwrap()
+            .partition(0)
+            .unwrap()
+            .log_start_offset();
+        c.seek(&tp, start).unwrap();
+        assert_eq!(read_n(&mut c, 30, false), expected(start, start + 30));
+        // Enough batches to roll past the segment, then delete it.
+        send_batches(40);
+        log.topic("t")
+            .unwrap()
+            .partition(0)
+            .unwrap()
+            .roll()
+            .unwrap();
+        send_batches(1);
+        assert!(log.maintain().unwrap().segments_deleted > 0);
+        let new_start = log
+            .topic("t")
+            .unwrap()
+            .partition(0)
+            .unwrap()
+            .log_start_offset();
+        assert!(new_start > start + 30);
+        match reset {
+            OffsetReset::Earliest => {
+                assert_eq!(
+                    read_n(&mut c, 30, false),
+                    expected(new_start, new_start + 30)
+                );
+            }
+            _ => assert!(matches!(
+                c.poll(Duration::from_secs(1)),
+                Err(Error::OffsetOutOfRange { .. })
+            )),
+        }
+    }
+}

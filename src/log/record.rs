@@ -1189,6 +1189,26 @@ impl<'a> RecordViews<'a> {
         self.pos
     }
 
+    /// Where the next record starts and how many are left: what
+    /// [`resume`](Self::resume) takes to continue from here later.
+    pub(crate) fn state(&self) -> (usize, i32) {
+        (self.pos, self.remaining)
+    }
+
+    /// Continues from a [`state`](Self::state) taken from an iterator over
+    /// the same batch bytes (the records before it are neither decoded nor
+    /// checked again). A state that does not fit the batch ends the
+    /// iteration at once with the checked decoder's error.
+    pub(crate) fn resume(&mut self, (pos, remaining): (usize, i32)) {
+        if pos <= self.batch.len() && (0..=self.remaining).contains(&remaining) {
+            self.pos = pos;
+            self.remaining = remaining;
+        } else {
+            self.pos = self.batch.len();
+            self.remaining = 1; // `next` reports the missing record
+        }
+    }
+
     #[inline(always)]
     fn timestamp(&self, delta: i64) -> i64 {
         self.log_append_time

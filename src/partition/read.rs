@@ -3,7 +3,7 @@
 //! [`ConsumerRecord`]s for `poll`.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use bytes::{Buf, Bytes};
 
@@ -11,6 +11,8 @@ use crate::error::{Error, Result};
 use crate::log::record::{self, BatchHeader, RecordView};
 use crate::log::segment::Segment;
 use crate::record::ConsumerRecord;
+
+use super::PartitionShared;
 
 /// Raw batches read from a partition.
 #[derive(Debug, Clone)]
@@ -91,11 +93,25 @@ pub(crate) fn decode_into(
     max: usize,
     out: &mut Vec<ConsumerRecord>,
 ) -> Result<u64> {
+    let at = &mut Resume::default();
+    decode_into_at(fetched, topic, partition, from, max, at, out)
+}
+
+/// [`decode_into`] with a resume point (see [`visit`]).
+pub(crate) fn decode_into_at(
+    fetched: &FetchedBatches,
+    topic: &Arc<str>,
+    partition: u32,
+    from: u64,
+    max: usize,
+    at: &mut Resume,
+    out: &mut Vec<ConsumerRecord>,
+) -> Result<u64> {
     let limit = out.len().saturating_add(max);
     out.reserve(record_count_hint(&fetched.bytes).min(max));
     let bytes = &fetched.bytes;
     let mut next = from;
-    visit(fetched, max, &mut next, |r| {
+    visit(fetched, max, &mut next, at, |r| {
         push_record(out, limit, bytes, &r, topic, partition);
     })?;
     Ok(next)
@@ -106,6 +122,10 @@ pub(crate) fn decode_into(
 /// removed from the end of a batch taken whole): on an error, `*next` is
 /// where reading resumes after the records `f` saw.
 ///
+/// `at.start`, a [`Stop`] of an earlier visit over the same first batch,
+/// skips the records before it without decoding them again. When `max`
+/// ends the visit inside a batch, `at.stop` says where.
+///
 /// Decodes with the borrowing decoder (`RecordViews`: the inlined fast path
 /// for plain records, the checked one for the rest, which accept exactly
 /// what the owning `record::records` accepts, with the same errors).
@@ -114,19 +134,27 @@ pub(crate) fn visit(
     fetched: &FetchedBatches,
     max: usize,
     next: &mut u64,
+    at: &mut Resume,
     mut f: impl FnMut(RecordView<'_>),
 ) -> Result<usize> {
     let bytes = &fetched.bytes;
     let mut taken = 0usize;
+    let mut start = at.start.take();
+    at.stop = None;
     for batch in fetched.batches() {
-        let (at, header, range) = batch?;
+        let (position, header, range) = batch?;
         if taken >= max {
             break;
         }
-        let corrupt = |e: record::BatchError| Error::corrupt(fetched.path(), at, e.to_string());
+        let corrupt =
+            |e: record::BatchError| Error::corrupt(fetched.path(), position, e.to_string());
         let mut views = record::record_views(&bytes[range], &header).map_err(corrupt)?;
+        if let Some(stop) = start.take().filter(|s| s.position == position) {
+            views.resume(stop.state);
+        }
         let mut taken_all = true;
         loop {
+            let before = views.state();
             let r = match views.next_fast() {
                 Some(r) => r,
                 None => match views.next() {
@@ -139,6 +167,10 @@ pub(crate) fn visit(
             }
             if taken >= max {
                 taken_all = false;
+                at.stop = Some(Stop {
+                    position,
+                    state: before,
+                });
                 break;
             }
             *next = r.offset + 1;
@@ -151,6 +183,76 @@ pub(crate) fn visit(
         }
     }
     Ok(taken)
+}
+
+/// Where a visit stopped inside a batch: the batch's file position and the
+/// decoder's state before the first record it did not take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stop {
+    pub(crate) position: u64,
+    state: (usize, i32),
+}
+
+/// A visit's resume point, in and out (see [`visit`]).
+#[derive(Debug, Default)]
+pub(crate) struct Resume {
+    /// Where to start in the first batch (taken by the visit).
+    pub(crate) start: Option<Stop>,
+    /// Where the visit stopped inside a batch, if it did.
+    pub(crate) stop: Option<Stop>,
+}
+
+/// Where a reader stopped inside a batch, to go on from there at its next
+/// read: with the default 500 records per poll and 1000-record batches,
+/// every other poll would otherwise decode 500 records again only to skip
+/// them. Holds the segment weakly: a deleted segment's file is not kept.
+#[derive(Debug, Clone)]
+pub(crate) struct ReadCursor {
+    segment: Weak<Segment>,
+    stop: Stop,
+    /// The offset the reader goes on from.
+    next: u64,
+}
+
+impl ReadCursor {
+    /// The cursor for a visit of `fetched` that stopped at `stop`, with
+    /// `next` the offset to read next.
+    pub(crate) fn new(fetched: &FetchedBatches, stop: Stop, next: u64) -> Option<Self> {
+        Some(ReadCursor {
+            segment: Arc::downgrade(fetched.segment.as_ref()?),
+            stop,
+            next,
+        })
+    }
+}
+
+impl PartitionShared {
+    /// The batches from `cursor`'s batch on (as `fetch(offset, max_bytes)`
+    /// would return them, minus the index lookup), with the resume point
+    /// for [`visit`]; `None` if the cursor is not at `offset` or its
+    /// segment is gone (then fetch).
+    pub(crate) fn fetch_from_cursor(
+        &self,
+        cursor: ReadCursor,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Option<(FetchedBatches, Stop)> {
+        if cursor.next != offset {
+            return None;
+        }
+        let segment = cursor.segment.upgrade()?;
+        let bytes = segment.read_batches(cursor.stop.position, max_bytes, self.log_end());
+        if bytes.is_empty() {
+            return None;
+        }
+        let fetched = FetchedBatches {
+            bytes,
+            segment: Some(segment),
+            position: cursor.stop.position,
+            from: offset,
+        };
+        Some((fetched, cursor.stop))
+    }
 }
 
 /// Records `push_record` makes room for at a time when the size hint fell
