@@ -56,7 +56,10 @@ fn fnv(s: &str) -> u64 {
 /// The value is a function of the key, so any record found can be checked:
 /// the key repeated to a length its hash chooses (0..300 bytes).
 fn child_value(key: &str) -> Vec<u8> {
-    key.bytes().cycle().take((fnv(key) % 300) as usize).collect()
+    key.bytes()
+        .cycle()
+        .take((fnv(key) % 300) as usize)
+        .collect()
 }
 
 /// Key of a compacted-topic record: one of `COMPACTED_KEYS`, chosen by its id.
@@ -150,13 +153,14 @@ enum ChildOp {
 
 impl ChildOp {
     /// The `i`-th step of cycle `cycle`: a commit every 16th, a roll every
-    /// 64th, a maintenance pass at seeded moments (one step in 32 on
+    /// 256th (every roll is a dozen more files for each verification to
+    /// copy and compare), a maintenance pass at seeded moments (one step in 32 on
     /// average), otherwise sends to the four kinds of target in turn.
     fn nth(cycle: u64, i: u64) -> ChildOp {
         if i % 16 == 7 {
             ChildOp::Commit
-        } else if i % 64 == 63 {
-            ChildOp::Roll((i / 64 % u64::from(CHILD_PARTITIONS)) as u32)
+        } else if i % 256 == 255 {
+            ChildOp::Roll((i / 256 % u64::from(CHILD_PARTITIONS)) as u32)
         } else if Rng(cycle << 32 ^ i).next_u64() % 32 == 0 {
             ChildOp::Maintain
         } else {
@@ -558,9 +562,16 @@ impl Ledger {
             "{RETAINED}: log start went back from {} to {start}",
             self.retained_start
         );
-        assert!(start <= end, "{RETAINED}: log start {start} past the end {end}");
+        assert!(
+            start <= end,
+            "{RETAINED}: log start {start} past the end {end}"
+        );
         let records = read_all(log, RETAINED, 0);
-        assert_eq!(records.len() as u64, end - start, "{RETAINED}: record count");
+        assert_eq!(
+            records.len() as u64,
+            end - start,
+            "{RETAINED}: record count"
+        );
         for (i, r) in records.iter().enumerate() {
             assert_eq!(r.offset, start + i as u64, "{RETAINED}: offsets");
             let key = std::str::from_utf8(r.key.as_ref().unwrap()).unwrap();
@@ -577,7 +588,11 @@ impl Ledger {
             let r = records
                 .get((offset - start) as usize)
                 .unwrap_or_else(|| panic!("{RETAINED}: acked {key} at {offset} lost (end {end})"));
-            assert_eq!(r.key.as_deref(), Some(key.as_bytes()), "{RETAINED}/{offset}");
+            assert_eq!(
+                r.key.as_deref(),
+                Some(key.as_bytes()),
+                "{RETAINED}/{offset}"
+            );
         }
     }
 
@@ -602,17 +617,27 @@ impl Ledger {
                 "{COMPACTED}: offset {} after {previous:?}",
                 r.offset
             );
-            assert!(r.offset < end, "{COMPACTED}: offset {} past the end", r.offset);
+            assert!(
+                r.offset < end,
+                "{COMPACTED}: offset {} past the end",
+                r.offset
+            );
             previous = Some(r.offset);
             let key = String::from_utf8(r.key.as_ref().unwrap().to_vec()).unwrap();
-            let value = r.value.as_deref().unwrap_or_else(|| {
-                panic!("{COMPACTED}: tombstone at {} never sent", r.offset)
-            });
+            let value = r
+                .value
+                .as_deref()
+                .unwrap_or_else(|| panic!("{COMPACTED}: tombstone at {} never sent", r.offset));
             let id = compacted_id(value)
                 .unwrap_or_else(|| panic!("{COMPACTED}: value at {} never sent", r.offset));
             assert_eq!(key, compacted_key(id), "{COMPACTED}: key of {id}");
             if let Some((k, acked_id)) = self.compacted.get(&r.offset) {
-                assert_eq!((k, acked_id.as_str()), (&key, id), "{COMPACTED}/{}", r.offset);
+                assert_eq!(
+                    (k, acked_id.as_str()),
+                    (&key, id),
+                    "{COMPACTED}/{}",
+                    r.offset
+                );
             }
             latest.insert(key, r.offset);
         }
