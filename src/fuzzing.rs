@@ -23,6 +23,9 @@ use crate::log::index::{Entry, IndexFile, OffsetEntry, TimeEntry};
 use crate::log::record::{self, BatchHeader};
 use crate::{Error, Log, LogConfig, Record, TopicConfig};
 
+mod state;
+pub use state::{decode_offsets, decode_window};
+
 /// A reader over the fuzz input that never fails: past the end it yields zeros.
 struct Input<'a> {
     data: &'a [u8],
@@ -593,6 +596,19 @@ mod tests {
         #[test]
         fn decode_config_never_panics(data in proptest::collection::vec(any::<u8>(), 0..300)) {
             super::decode_config(&data);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config(3000))]
+        #[test]
+        fn decode_offsets_never_panics(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+            super::decode_offsets(&data);
+        }
+
+        #[test]
+        fn decode_window_never_panics(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+            super::decode_window(&data);
         }
     }
 

@@ -12,7 +12,7 @@
 mod config;
 pub(crate) mod persist;
 pub(crate) mod share;
-mod window;
+pub(crate) mod window;
 mod worker;
 
 pub use config::QueueConfig;

@@ -75,7 +75,7 @@ impl Window {
         self.slots.len()
     }
 
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn has_available(&self) -> bool {
         self.available > 0
     }
@@ -99,6 +99,9 @@ impl Window {
             }
             self.start += 1;
         }
+        // Records done past `offset` are now the front: without this the
+        // start (the queue's progress, persisted) stayed below them.
+        self.advance();
     }
 
     /// Leases up to `max` available records to `worker` (oldest first),
@@ -300,6 +303,14 @@ impl Window {
         if !rest.is_empty() {
             return Err("trailing bytes");
         }
+        // Offsets are Kafka's non-negative i64s; a window reaching past
+        // them would overflow `next` and `advance` (found by fuzzing).
+        if w.start
+            .checked_add(w.slots.len() as u64)
+            .is_none_or(|n| n > i64::MAX as u64)
+        {
+            return Err("window past the offset range");
+        }
         w.advance();
         Ok(w)
     }
@@ -359,6 +370,28 @@ mod tests {
         assert_eq!(w.start(), 9);
     }
 
+    /// Regression (found by the `decode_window` fuzz target): skipping to
+    /// the log start left a done record at the front, so the start stayed
+    /// below a record already done.
+    #[test]
+    fn skip_to_drops_the_done_prefix_it_uncovers() {
+        let mut w = Window::new(0);
+        w.lease_new(0, 1, 10);
+        w.lease_new(1, 1, 10);
+        w.lease_new(2, 1, 10);
+        w.settle(1, 1, 1, true).unwrap();
+        w.skip_to(1);
+        assert_eq!((w.start(), w.next()), (2, 3));
+        assert_eq!(
+            w.slot(2),
+            Some(Slot::Leased {
+                worker: 1,
+                until_ms: 10,
+                deliveries: 1
+            })
+        );
+    }
+
     #[test]
     fn snapshot_round_trip_turns_leases_into_counted_deliveries() {
         let mut w = Window::new(100);
@@ -397,5 +430,20 @@ mod tests {
         huge.extend_from_slice(&u32::MAX.to_be_bytes());
         huge.extend_from_slice(&[0, 0, 0]);
         assert!(Window::decode(&huge).is_err());
+        // Regression (fuzzing): a start near the end of the offset range
+        // overflowed the window's end instead of being refused.
+        for (start, len) in [(u64::MAX, 1u32), (i64::MAX as u64, 1), (u64::MAX - 1, 0)] {
+            let mut far = vec![SNAPSHOT_VERSION];
+            far.extend_from_slice(&start.to_be_bytes());
+            far.extend_from_slice(&1u32.to_be_bytes());
+            far.extend_from_slice(&len.to_be_bytes());
+            far.extend_from_slice(&[1, 0, 0]);
+            assert!(Window::decode(&far).is_err(), "start {start} + {len}");
+        }
+        let mut last = vec![SNAPSHOT_VERSION];
+        last.extend_from_slice(&(i64::MAX as u64 - 1).to_be_bytes());
+        last.extend_from_slice(&1u32.to_be_bytes());
+        last.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(Window::decode(&last).unwrap().next(), i64::MAX as u64);
     }
 }
