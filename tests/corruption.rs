@@ -975,3 +975,261 @@ fn an_open_that_fails_part_way_leaves_no_clean_marker() {
         assert_eq!(read.records.len(), written.len(), "{topic}/{partition}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Internal topics: `__consumer_offsets` and `__work_queue_state`
+//
+// The same damage (cuts at batch boundaries and random points, bit flips)
+// applied to every file of the two internal topics of a log where a
+// consumer group committed many times and a work queue saved its state
+// many times. `open` (which loads the group offsets), `describe_group` and
+// `WorkQueue::open` either work or fail with a typed error naming a file
+// of the damaged topic; a committed offset found is one the group really
+// committed (damage may lose the latest commits, never invent a later
+// one); and the queue delivers every record it never acknowledged (damage
+// may bring back acknowledged ones: at least once, never lost).
+
+const JOBS: &str = "jobs";
+const JOB_PARTITIONS: u32 = 2;
+
+/// The internal-topics reference: images and what was committed and acked.
+struct InternalReference {
+    clean: TempDir,
+    crash: TempDir,
+    /// Every offset group `g` committed, per partition.
+    committed: BTreeMap<u32, Vec<u64>>,
+    /// Records of `jobs`: (partition, offset) → value.
+    jobs: BTreeMap<(u32, u64), Vec<u8>>,
+    /// Records queue `q` acknowledged and committed before the images.
+    acked: std::collections::BTreeSet<(u32, u64)>,
+}
+
+fn internal_reference() -> InternalReference {
+    let clean = TempDir::new("corruption-internal-clean");
+    let crash = TempDir::new("corruption-internal-crash");
+    let log = Log::open(clean.path(), LogConfig::default()).unwrap();
+    log.create_topic(JOBS, topic_config(JOB_PARTITIONS))
+        .unwrap();
+    let producer = log.producer(JOBS).unwrap();
+    let mut jobs = BTreeMap::new();
+    for i in 0..120u32 {
+        let value = format!("job-{i}").into_bytes();
+        let m = producer
+            .send(Record::new(value.clone()).partition(i % JOB_PARTITIONS))
+            .unwrap();
+        jobs.insert((m.partition, m.offset), value);
+    }
+    // A group committing a few records at a time: many offset records.
+    let config = GroupConfig::default()
+        .auto_commit(false)
+        .consumer(ConsumerConfig::default().max_poll_records(7));
+    let mut member = ConsumerGroup::join(&log, "g", &[JOBS], config).unwrap();
+    let mut committed: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    let mut seen = 0;
+    while seen < jobs.len() {
+        seen += member.poll(Duration::from_millis(50)).unwrap().len();
+        member.commit().unwrap();
+        for tp in member.assignment() {
+            if let Some(c) = member.committed(&tp) {
+                committed.entry(tp.partition).or_default().push(c.offset);
+            }
+        }
+    }
+    drop(member);
+    // A queue acking every other record, committing its state often.
+    let queue = WorkQueue::open(&log, "q", JOBS, QueueConfig::default()).unwrap();
+    let mut worker = queue.worker();
+    worker.set_max_poll_records(9);
+    let mut acked = std::collections::BTreeSet::new();
+    for _ in 0..10 {
+        for d in worker.poll(Duration::from_millis(50)).unwrap() {
+            if d.record.offset % 2 == 0 {
+                worker.ack(&d).unwrap();
+                acked.insert((d.record.partition, d.record.offset));
+            }
+        }
+        worker.commit().unwrap();
+    }
+    drop(worker);
+    copy_dir(clean.path(), crash.path());
+    drop(queue);
+    log.close().unwrap();
+    assert!(committed.values().all(|c| c.len() > 5), "{committed:?}");
+    assert!(acked.len() > 20, "only {} acked", acked.len());
+    InternalReference {
+        clean,
+        crash,
+        committed,
+        jobs,
+        acked,
+    }
+}
+
+/// A typed error naming a file (or directory) inside `topic_dir`.
+fn names_a_file_in(err: &Error, topic_dir: &Path) -> bool {
+    match err {
+        Error::Corrupt { path, .. }
+        | Error::UnsupportedVersion { path, .. }
+        | Error::Io { path, .. } => path.starts_with(topic_dir),
+        _ => false,
+    }
+}
+
+/// How the damaged cases ended, for the figures.
+#[derive(Debug, Default)]
+struct InternalOutcomes {
+    /// A typed error naming a file of the damaged topic.
+    refused: usize,
+    /// Opened with the group's latest commits and the queue's latest state.
+    whole: usize,
+    /// Opened with older commits (the latest ones lost to the damage).
+    older_commits: usize,
+    /// Opened with an older queue state: acknowledged records delivered again.
+    redelivered: usize,
+}
+
+fn check_internal_case(
+    reference: &InternalReference,
+    dir: &Path,
+    topic: &str,
+    outcomes: &mut InternalOutcomes,
+) -> Result<(), String> {
+    let topic_dir = dir.join(topic);
+    let mut typed = |what: &str, e: Error| {
+        if names_a_file_in(&e, &topic_dir) {
+            outcomes.refused += 1;
+            Ok(())
+        } else {
+            Err(format!("{what}: {e:?} does not name a file of {topic}"))
+        }
+    };
+    let log = match Log::open(dir, LogConfig::default()) {
+        Ok(log) => log,
+        Err(e) => return typed("open", e),
+    };
+    let mut older = false;
+    match log.describe_group("g") {
+        Ok(d) => {
+            for o in &d.offsets {
+                let p = o.partition.partition;
+                if let Some(c) = o.committed {
+                    if !reference.committed[&p].contains(&c) {
+                        return Err(format!(
+                            "committed offset {c} of {p} was never committed (commits: {:?})",
+                            reference.committed[&p]
+                        ));
+                    }
+                }
+                older |= o.committed != reference.committed[&p].last().copied();
+            }
+        }
+        // Every commit lost: allowed (never a later one).
+        Err(Error::UnknownGroup { .. }) => older = true,
+        Err(e) => typed("describe_group", e)?,
+    }
+    let queue = match WorkQueue::open(&log, "q", JOBS, QueueConfig::default()) {
+        Ok(q) => q,
+        Err(e) => return typed("WorkQueue::open", e),
+    };
+    let mut worker = queue.worker();
+    let mut delivered = std::collections::BTreeSet::new();
+    loop {
+        let got = worker
+            .poll(Duration::ZERO)
+            .map_err(|e| format!("poll: {e}"))?;
+        if got.is_empty() {
+            break;
+        }
+        for d in &got {
+            let at = (d.record.partition, d.record.offset);
+            if d.record.value.as_deref() != reference.jobs.get(&at).map(Vec::as_slice) {
+                return Err(format!("delivered {at:?} with the wrong value"));
+            }
+            delivered.insert(at);
+            worker.ack(d).map_err(|e| format!("ack: {e}"))?;
+        }
+    }
+    let lost: Vec<_> = reference
+        .jobs
+        .keys()
+        .filter(|at| !reference.acked.contains(at) && !delivered.contains(at))
+        .collect();
+    if !lost.is_empty() {
+        return Err(format!("never acknowledged, never delivered: {lost:?}"));
+    }
+    let redelivered = delivered.iter().any(|at| reference.acked.contains(at));
+    outcomes.older_commits += usize::from(older);
+    outcomes.redelivered += usize::from(redelivered);
+    outcomes.whole += usize::from(!older && !redelivered);
+    drop(worker);
+    drop(queue);
+    log.close().map_err(|e| format!("close: {e}"))
+}
+
+#[test]
+fn internal_topics_damage_recovers_or_names_the_file() {
+    let reference = internal_reference();
+    let mut rng = Rng(0x0ff5e7);
+    let (mut cases, mut failures) = (0, Vec::new());
+    let mut outcomes = InternalOutcomes::default();
+    for (image, src) in [
+        (Image::Clean, reference.clean.path()),
+        (Image::Crash, reference.crash.path()),
+    ] {
+        for topic in ["__consumer_offsets", "__work_queue_state"] {
+            let files: Vec<PathBuf> = target_files(src)
+                .into_iter()
+                .filter(|f| f.starts_with(topic))
+                .collect();
+            assert!(files.len() >= 4, "{topic}: {files:?}");
+            for file in &files {
+                let bytes = std::fs::read(src.join(file)).unwrap();
+                for damage in damages(&bytes, &mut rng, false) {
+                    cases += 1;
+                    let case = Case {
+                        image,
+                        file,
+                        damage,
+                    };
+                    let dir = common::fast_temp_dir("corruption-internal");
+                    copy_dir(src, dir.path());
+                    damage.apply(&dir.path().join(file));
+                    let outcome = catch_unwind(AssertUnwindSafe(|| {
+                        check_internal_case(&reference, dir.path(), topic, &mut outcomes)
+                    }));
+                    match outcome {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => failures.push(format!("{case}: {e}")),
+                        Err(panic) => {
+                            let msg = panic
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                                .unwrap_or_default();
+                            failures.push(format!("{case}: PANIC {msg}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    eprintln!(
+        "internal topics: {cases} cases, {} failures; {outcomes:?}",
+        failures.len()
+    );
+    assert!(cases > 150, "only {cases} cases");
+    // The damage reached the decoders: some cases refused, some lost the
+    // latest commits or queue state (and handled it as promised).
+    assert!(outcomes.refused > 0 && outcomes.older_commits > 0 && outcomes.redelivered > 0);
+    assert!(
+        failures.is_empty(),
+        "{} of {cases} cases failed:\n{}",
+        failures.len(),
+        failures
+            .iter()
+            .take(40)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
