@@ -13,7 +13,9 @@
 //!   (`Error::Corrupt`, `Error::UnsupportedVersion`, `Error::Io`);
 //!
 //! and it must never panic. Each case runs under `catch_unwind`, so a panic
-//! fails the test with the case described. The default run takes a few
+//! fails the test with the case described. The files of the internal topics
+//! (`__consumer_offsets`, `__work_queue_state`) get the same damage in a
+//! catalogue of their own (see "Internal topics" below). The default run takes a few
 //! seconds; `corruption_sweep` (ignored) tries many more points:
 //! `cargo test --release --test corruption -- --ignored`.
 
