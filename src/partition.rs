@@ -172,8 +172,29 @@ impl PartitionShared {
         total
     }
 
-    pub(crate) fn dir(&self) -> &Path {
-        &self.dir
+    /// The segment file holding `offset` and the byte position of its batch
+    /// there, to name the damage when a record decodes but its contents do
+    /// not (an internal topic's state). The partition directory and 0 if the
+    /// segment is gone or the lookup fails.
+    pub(crate) fn locate_file(&self, offset: u64) -> (PathBuf, u64) {
+        let segment = {
+            let segments = self.segments.read();
+            segments
+                .iter()
+                .rev()
+                .find(|s| s.base_offset() <= offset)
+                .cloned()
+        };
+        match segment {
+            Some(segment) => {
+                let position = match segment.locate(offset) {
+                    Ok(Some(found)) => found.position,
+                    _ => 0,
+                };
+                (segment.log_path().to_path_buf(), position)
+            }
+            None => (self.dir.clone(), 0),
+        }
     }
 
     pub(crate) fn durability(&self) -> Durability {

@@ -1067,12 +1067,13 @@ fn internal_reference() -> InternalReference {
     }
 }
 
-/// A typed error naming a file (or directory) inside `topic_dir`.
+/// A typed error naming a file inside `topic_dir` (a segment, an index, the
+/// topic's config): never just the directory.
 fn names_a_file_in(err: &Error, topic_dir: &Path) -> bool {
     match err {
         Error::Corrupt { path, .. }
         | Error::UnsupportedVersion { path, .. }
-        | Error::Io { path, .. } => path.starts_with(topic_dir),
+        | Error::Io { path, .. } => path.starts_with(topic_dir) && path.extension().is_some(),
         _ => false,
     }
 }

@@ -247,9 +247,10 @@ pub(crate) fn load(partition: &PartitionShared) -> Result<GroupOffsets> {
                 continue; // not ours; Kafka ignores keyless records too
             };
             let decoded = decode(key, r.value.as_deref()).map_err(|reason| {
+                let (file, position) = partition.locate_file(r.offset);
                 Error::corrupt(
-                    partition.dir(),
-                    r.offset,
+                    file,
+                    position,
                     format!("{OFFSETS_TOPIC} record at offset {}: {reason}", r.offset),
                 )
             })?;

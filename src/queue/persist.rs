@@ -47,7 +47,8 @@ pub(crate) fn load(
         k.truncate(k.len() - 4);
         k
     };
-    let mut latest: HashMap<u32, Option<Bytes>> = HashMap::new();
+    // Per partition: the offset of its latest state record, and the state.
+    let mut latest: HashMap<u32, (u64, Option<Bytes>)> = HashMap::new();
     let mut offset = store.log_start();
     let end = store.log_end();
     let mut records = Vec::new();
@@ -73,7 +74,7 @@ pub(crate) fn load(
             let Ok(p) = <[u8; 4]>::try_from(rest) else {
                 continue; // a longer name sharing the prefix cannot: lengths are encoded
             };
-            latest.insert(u32::from_be_bytes(p), r.value.clone());
+            latest.insert(u32::from_be_bytes(p), (r.offset, r.value.clone()));
         }
         if next <= offset {
             break;
@@ -81,13 +82,14 @@ pub(crate) fn load(
         offset = next;
     }
     let mut out = HashMap::new();
-    for (p, value) in latest {
+    for (p, (at, value)) in latest {
         let Some(value) = value else { continue }; // deleted
         let window = Window::decode(&value).map_err(|reason| {
+            let (file, position) = store.locate_file(at);
             Error::corrupt(
-                store.dir(),
-                0,
-                format!("{STATE_TOPIC}: state of {queue}/{topic}/{p}: {reason}"),
+                file,
+                position,
+                format!("{STATE_TOPIC}: state of {queue}/{topic}/{p} at offset {at}: {reason}"),
             )
         })?;
         out.insert(p, window);
