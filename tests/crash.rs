@@ -21,7 +21,7 @@ use std::process::Stdio;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use common::{Rng, read_all, snapshot};
+use common::{Rng, assert_same_files, read_all, snapshot};
 use logbus::*;
 
 const CHILD_DIR_ENV: &str = "LOGBUS_TEST_SIGKILL_DIR";
@@ -724,21 +724,6 @@ fn snapshot_names(dir: &Path) -> Vec<(PathBuf, u64)> {
         }
     }
     out
-}
-
-fn assert_same_files(got: &BTreeMap<PathBuf, Vec<u8>>, want: &BTreeMap<PathBuf, Vec<u8>>) {
-    assert_eq!(
-        got.keys().collect::<Vec<_>>(),
-        want.keys().collect::<Vec<_>>()
-    );
-    for (name, bytes) in want {
-        assert!(
-            got[name] == *bytes,
-            "{name:?} differs ({} vs {} bytes)",
-            got[name].len(),
-            bytes.len()
-        );
-    }
 }
 
 /// 500 SIGKILLs (`LOGBUS_SIGKILL_CYCLES` to change; `LOGBUS_SIGKILL_SEED`

@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Rng, TempDir, batch_spans, crash_copy, log_files, read_all, snapshot};
+use common::{
+    Rng, TempDir, assert_same_files, batch_spans, crash_copy, log_files, read_all, snapshot,
+};
 use logbus::*;
 
 /// Fixed "now": records without a timestamp get this one.
@@ -666,22 +668,6 @@ fn missing_or_garbage_indexes_never_lose_records() {
             assert_appends_continue(&log, sent.len() as u64);
             log.close().unwrap();
         }
-    }
-}
-
-/// Two file sets are equal (reports the first differing file, not its bytes).
-fn assert_same_files(got: &BTreeMap<PathBuf, Vec<u8>>, want: &BTreeMap<PathBuf, Vec<u8>>) {
-    assert_eq!(
-        got.keys().collect::<Vec<_>>(),
-        want.keys().collect::<Vec<_>>()
-    );
-    for (name, bytes) in want {
-        assert!(
-            got[name] == *bytes,
-            "{name:?} differs ({} vs {} bytes)",
-            got[name].len(),
-            bytes.len()
-        );
     }
 }
 

@@ -227,3 +227,23 @@ pub fn reexec(test_name: &str) -> std::process::Command {
     cmd.args([test_name, "--exact", "--nocapture", "--test-threads=1"]);
     cmd
 }
+
+/// Two file sets (see [`snapshot`]) are equal; reports the first differing
+/// file, not its bytes.
+pub fn assert_same_files(
+    got: &std::collections::BTreeMap<PathBuf, Vec<u8>>,
+    want: &std::collections::BTreeMap<PathBuf, Vec<u8>>,
+) {
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    for (name, bytes) in want {
+        assert!(
+            got[name] == *bytes,
+            "{name:?} differs ({} vs {} bytes)",
+            got[name].len(),
+            bytes.len()
+        );
+    }
+}
