@@ -15,6 +15,10 @@
 //! `BENCH_NO_FLUSH=1` leaves them unsynced, so the timed part includes
 //! their fsync.
 
+#[path = "common/mod.rs"]
+mod common;
+use common::thread_cpu;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -210,19 +214,6 @@ fn idle_consumers(secs: u64) {
     });
     log.close().expect("close");
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the struct we pass.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts)
-    };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// The consumer thread's CPU while a producer sends one record every `gap`

@@ -14,6 +14,10 @@
 //! Under `perf record` or `valgrind --tool=callgrind`, `read 1` is the
 //! shortest useful run.
 
+#[path = "common/mod.rs"]
+mod common;
+use common::thread_cpu;
+
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -56,7 +60,7 @@ fn read(passes: usize, size: usize, n: u64) {
     for pass in 1..=passes {
         let mut c = log.consumer(ConsumerConfig::default().max_poll_records(max_poll_records));
         c.assign(&[TopicPartition::new("t", 0)]).expect("assign");
-        let (t0, c0) = (Instant::now(), thread_cpu());
+        let (t0, c0) = (Instant::now(), thread_cpu().as_secs_f64());
         let (mut next, mut sum, mut touch) = (0u64, 0u64, 0u8);
         while next < n {
             if each {
@@ -79,7 +83,7 @@ fn read(passes: usize, size: usize, n: u64) {
             }
         }
         std::hint::black_box((sum, touch));
-        let (wall, cpu) = (t0.elapsed().as_secs_f64(), thread_cpu() - c0);
+        let (wall, cpu) = (t0.elapsed().as_secs_f64(), thread_cpu().as_secs_f64() - c0);
         println!(
             "pass {pass}: {:.2} ns/record wall, {:.2} ns/record cpu",
             wall * 1e9 / n as f64,
@@ -113,7 +117,7 @@ fn latency(spin_us: u64, every_us: u64, records: u64) {
             c.assign(&[TopicPartition::new("t", 0)]).expect("assign");
             let mut lats = Vec::with_capacity(records as usize);
             ready.wait();
-            let c0 = thread_cpu();
+            let c0 = thread_cpu().as_secs_f64();
             while (lats.len() as u64) < records {
                 for r in c.poll(Duration::from_millis(500)).expect("poll") {
                     let now = epoch.elapsed().as_nanos() as u64;
@@ -122,7 +126,7 @@ fn latency(spin_us: u64, every_us: u64, records: u64) {
                     lats.push(now.saturating_sub(sent));
                 }
             }
-            (lats, thread_cpu() - c0)
+            (lats, thread_cpu().as_secs_f64() - c0)
         });
         ready.wait();
         // Let the consumer reach its wait.
@@ -156,18 +160,4 @@ fn latency(spin_us: u64, every_us: u64, records: u64) {
     );
     drop(log);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn thread_cpu() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the struct we pass; no other
-    // preconditions.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts)
-    };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }

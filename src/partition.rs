@@ -180,9 +180,8 @@ impl PartitionShared {
         let segment = {
             let segments = self.segments.read();
             segments
-                .iter()
-                .rev()
-                .find(|s| s.base_offset() <= offset)
+                .get(segment_holding(&segments, offset))
+                .filter(|s| s.base_offset() <= offset)
                 .cloned()
         };
         match segment {
@@ -561,9 +560,7 @@ impl PartitionShared {
         if offset < self.log_start() {
             return Err(self.out_of_range(offset));
         }
-        let first = segments
-            .partition_point(|s| s.base_offset() <= offset)
-            .saturating_sub(1);
+        let first = segment_holding(&segments, offset);
         for segment in &segments[first..] {
             if let Some(found) = segment.locate(offset)? {
                 return Ok(FetchedBatches {
@@ -655,6 +652,14 @@ pub struct PartitionStats {
     /// to the log start offset before the first cleaning, and for topics
     /// that are not compacted).
     pub first_dirty_offset: u64,
+}
+
+/// Index of the last segment starting at or before `offset` (0 when none
+/// does): where a lookup of `offset` begins.
+fn segment_holding(segments: &[Arc<Segment>], offset: u64) -> usize {
+    segments
+        .partition_point(|s| s.base_offset() <= offset)
+        .saturating_sub(1)
 }
 
 #[derive(Debug)]

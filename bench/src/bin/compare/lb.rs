@@ -104,14 +104,20 @@ pub fn single_sends(
     }
 }
 
-/// Reads partition 0 from offset 0 with `Consumer::poll`, checking offsets
-/// and touching every value's last byte.
-#[inline(never)] // a frame of its own in profiles
-pub fn read_consumer(log: &Log, topic: &str, expect: u64) -> Sample {
+/// A consumer assigned partition 0 of `topic`, up to 10 000 records per poll.
+fn partition0_reader(log: &Log, topic: &str) -> logbus::Consumer {
     let mut consumer = log.consumer(ConsumerConfig::default().max_poll_records(10_000));
     consumer
         .assign(&[TopicPartition::new(topic, 0)])
         .expect("assign");
+    consumer
+}
+
+/// Reads partition 0 from offset 0 with `Consumer::poll`, checking offsets
+/// and touching every value's last byte.
+#[inline(never)] // a frame of its own in profiles
+pub fn read_consumer(log: &Log, topic: &str, expect: u64) -> Sample {
+    let mut consumer = partition0_reader(log, topic);
     let start = Timer::start();
     let (mut next, mut sum, mut touch) = (0u64, 0u64, 0u8);
     while next < expect {
@@ -133,10 +139,7 @@ pub fn read_consumer(log: &Log, topic: &str, expect: u64) -> Sample {
 /// records), checking offsets and touching every value's last byte.
 #[inline(never)] // a frame of its own in profiles
 pub fn read_consumer_each(log: &Log, topic: &str, expect: u64) -> Sample {
-    let mut consumer = log.consumer(ConsumerConfig::default().max_poll_records(10_000));
-    consumer
-        .assign(&[TopicPartition::new(topic, 0)])
-        .expect("assign");
+    let mut consumer = partition0_reader(log, topic);
     let start = Timer::start();
     let (mut next, mut sum, mut touch) = (0u64, 0u64, 0u8);
     while next < expect {
@@ -231,8 +234,7 @@ pub fn latency(log: &Log, topic: &str, records: u64, every: Duration) -> Sample 
     let stop = AtomicBool::new(false);
     let (lats, secs) = std::thread::scope(|s| {
         let consumer = s.spawn(|| {
-            let mut c = log.consumer(ConsumerConfig::default().max_poll_records(10_000));
-            c.assign(&[TopicPartition::new(topic, 0)]).unwrap();
+            let mut c = partition0_reader(log, topic);
             let mut lats = Vec::with_capacity(records as usize);
             let mut next = 0u64;
             ready.wait();
