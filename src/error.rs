@@ -153,6 +153,21 @@ pub enum Error {
     #[error("the log is closed")]
     Closed,
 
+    /// A record pushed into a [`BatchBuilder`](crate::BatchBuilder) asks
+    /// for another partition (explicitly, or by its key) than the records
+    /// before it: one batch goes to one partition. The record was not added.
+    #[error(
+        "record wants partition {record} of topic {topic:?}, but its batch goes to partition {batch}"
+    )]
+    PartitionMismatch {
+        /// The topic.
+        topic: String,
+        /// The partition the batch goes to.
+        batch: u32,
+        /// The partition the record asked for.
+        record: u32,
+    },
+
     /// [`Waker::wake`](crate::Waker::wake) interrupted a `poll`.
     #[error("poll interrupted by wakeup()")]
     Wakeup,

@@ -58,6 +58,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod batch;
 mod compaction;
 mod config;
 mod consumer;
@@ -90,6 +91,7 @@ mod crashsim;
 #[cfg(test)]
 mod testutil;
 
+pub use batch::{BatchBuilder, SentBatch};
 pub use config::{
     CleanupPolicy, Clock, Durability, LogConfig, ManualClock, OffsetReset, SystemClock, TopicConfig,
 };

@@ -20,7 +20,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::config::{Clock, Durability, TopicConfig};
 use crate::error::{Error, Result};
-use crate::log::record::{self, EncodedBatch};
+use crate::log::record::{self, EncodedBatch, EncodedSpan};
 use crate::log::segment::{AppendError, Appended, Segment, SegmentOptions, SegmentWriter};
 use crate::log::{self, PartitionRecovery};
 use crate::record::{ConsumerRecord, Record};
@@ -232,6 +232,53 @@ impl PartitionShared {
     ) -> Result<Appended> {
         let len = batch.len();
         self.append_with(len, now, |w| w.append_encoded(batch, encoded, records))
+    }
+
+    /// Appends batches the caller already encoded (any base offsets), each
+    /// `buf[start..start + len]` of `batches`, back to back under one hold
+    /// of the writer lock so their offsets are consecutive; one wake-up and,
+    /// under `Durability::Always`, one sync for all. Returns where the first
+    /// landed (`None` for no batches), and how many batches were written:
+    /// on an error, the batches before the failing one stay written.
+    pub(crate) fn append_encoded_batches(
+        &self,
+        buf: &mut [u8],
+        batches: &[EncodedSpan],
+        now: i64,
+    ) -> (usize, Result<Option<Appended>>) {
+        let mut first = None;
+        let mut next_offset = 0;
+        {
+            let mut state = self.writer.lock();
+            for (written, span) in batches.iter().enumerate() {
+                let batch = &mut buf[span.start..span.start + span.encoded.len];
+                let mut write =
+                    |w: &mut SegmentWriter| w.append_encoded(batch, &span.encoded, span.records);
+                let appended = self.append_locked(&mut state, span.encoded.len, now, &mut write);
+                let (appended, end) = match appended {
+                    Ok(done) => done,
+                    Err(e) => {
+                        drop(state);
+                        self.waiters.wake();
+                        return (written, Err(e));
+                    }
+                };
+                // Publish while still holding the lock so log_end only moves forward.
+                self.log_end.store(end, Ordering::SeqCst);
+                first.get_or_insert(appended);
+                next_offset = end;
+            }
+        }
+        if first.is_none() {
+            return (0, Ok(None));
+        }
+        self.waiters.wake();
+        if self.durability == Durability::Always {
+            if let Err(e) = self.sync_to(next_offset) {
+                return (batches.len(), Err(e));
+            }
+        }
+        (batches.len(), Ok(first))
     }
 
     /// As [`append`](Self::append), but never waits for a sync: under

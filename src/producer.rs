@@ -4,6 +4,7 @@ use std::borrow::Borrow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::batch::BatchBuilder;
 use crate::config::Clock;
 use crate::error::{Error, Result};
 use crate::group::progress::Gate;
@@ -91,6 +92,21 @@ impl Producer {
     /// The topic this producer writes to.
     pub fn topic(&self) -> &Topic {
         &self.topic
+    }
+
+    /// A [`BatchBuilder`]: records encoded as they are pushed, appended to
+    /// one partition by [`BatchBuilder::send`]. The fastest way to append
+    /// many small records.
+    pub fn batch(&self) -> BatchBuilder<'_> {
+        BatchBuilder::new(self)
+    }
+
+    pub(crate) fn keyless_bytes(&self) -> &AtomicU64 {
+        &self.keyless_bytes
+    }
+
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     /// Appends one record (as a batch of one) and returns where it landed,
@@ -373,11 +389,5 @@ fn append_pwrite<R: Borrow<Record>>(
 /// its widest (length 5, timestamp delta 10, offset delta 5, key and value
 /// lengths 5 each, header count 5, per header 10) plus the bytes themselves.
 fn size_bound(r: &Record) -> usize {
-    let data = |b: &Option<bytes::Bytes>| b.as_ref().map_or(0, |b| b.len());
-    let headers: usize = r
-        .headers
-        .iter()
-        .map(|h| 10 + h.key.len() + data(&h.value))
-        .sum();
-    5 + 1 + 10 + 5 + 5 + data(&r.key) + 5 + data(&r.value) + 5 + headers
+    record::record_size_bound(r.key.as_deref(), r.value.as_deref(), &r.headers)
 }

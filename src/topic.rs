@@ -194,6 +194,18 @@ impl Topic {
         if let Some(key) = &record.key {
             return Ok(partitioner::partition_for_key(key, n));
         }
+        self.keyless_partition(encoded_len, keyless_bytes)
+    }
+
+    /// The sticky partition for `encoded_len` bytes of keyless records: the
+    /// same one until a producer handle has sent [`STICKY_BYTES`], then the
+    /// next, as Kafka's sticky partitioner does.
+    pub(crate) fn keyless_partition(
+        &self,
+        encoded_len: usize,
+        keyless_bytes: &AtomicU64,
+    ) -> Result<u32> {
+        let n = self.shared.config.partitions;
         let sent = keyless_bytes.fetch_add(encoded_len as u64, Ordering::Relaxed);
         Ok(((sent / STICKY_BYTES) % u64::from(n)) as u32)
     }

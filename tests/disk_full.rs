@@ -124,3 +124,55 @@ fn full_disk_is_an_error_and_loses_nothing() {
         assert_eq!(r.value.as_deref(), Some(&value[..]));
     }
 }
+
+/// A `BatchBuilder` send that meets ENOSPC after some of its batches were
+/// written keeps exactly the records not written: the log holds a prefix of
+/// the send, the builder the rest, nothing twice and nothing lost.
+#[test]
+fn a_builder_send_cut_by_a_full_disk_keeps_the_unwritten_rest() {
+    let Some(disk) = SmallDisk::mount("4m") else {
+        return;
+    };
+    let dir = disk.path().join("log");
+    let topic = TopicConfig::new(1)
+        .segment_bytes(1 << 20)
+        .max_record_bytes(16 << 10);
+    let log = Log::open(&dir, LogConfig::default()).unwrap();
+    log.create_topic("t", topic).unwrap();
+    let producer = log.producer("t").unwrap();
+    let p = log.topic("t").unwrap().partition(0).unwrap().clone();
+    let value = |round: u32, i: u32| format!("r{round}-{i}-{}", "v".repeat(400)).into_bytes();
+    let mut batch = producer.batch();
+    let mut cut = None;
+    for round in 0u32..100 {
+        // About 100 KB per send: several 16 KiB batches.
+        for i in 0..250 {
+            batch.push_value(&value(round, i)).unwrap();
+        }
+        let before = p.log_end_offset();
+        match batch.send() {
+            Ok(sent) => assert_eq!(sent.offsets(), before..before + 250),
+            Err(e) => {
+                assert!(is_enospc(&e), "expected ENOSPC, got {e:?}");
+                cut = Some((round, before, p.log_end_offset()));
+                break;
+            }
+        }
+    }
+    let (round, before, after) = cut.expect("the disk never filled");
+    let written = (after - before) as usize;
+    assert!(
+        written > 0 && written < 250,
+        "the disk filled inside the send: {written}"
+    );
+    assert_eq!(
+        batch.len(),
+        250 - written,
+        "the builder keeps exactly the unwritten records"
+    );
+    let got = common::read_all(&log, "t", 0);
+    assert_eq!(got.len() as u64, after);
+    for (i, r) in got[before as usize..].iter().enumerate() {
+        assert_eq!(r.value.as_deref(), Some(&value(round, i as u32)[..]));
+    }
+}

@@ -230,6 +230,17 @@ pub struct EncodedBatch {
     pub last_offset_delta: i32,
 }
 
+/// Where one encoded batch sits in a buffer holding several.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EncodedSpan {
+    /// Byte position of the batch in the buffer.
+    pub start: usize,
+    /// What [`finish_batch`] wrote (`len` is the batch's length).
+    pub encoded: EncodedBatch,
+    /// Records in the batch.
+    pub records: usize,
+}
+
 /// Exact encoded size of a batch holding `records` (header + all records),
 /// given `now_ms` for records without a timestamp.
 pub fn encoded_len<R: Borrow<Record>>(records: &[R], now_ms: i64) -> usize {
@@ -340,12 +351,33 @@ fn encode_batch_with<R: Borrow<Record>, const PLAIN: bool>(
         len - LOG_OVERHEAD <= i32::MAX as usize,
         "encode_batch: batch larger than i32::MAX bytes"
     );
-    let last_offset_delta = (records.len() - 1) as i32;
+    let mut encoded = finish_batch(&mut out[..len], records.len(), base_ts, max_ts);
+    encoded.len = len;
+    set_base_offset(out, base_offset);
+    encoded
+}
 
-    let head: &mut [u8; BATCH_HEADER_LEN] = (&mut out[..BATCH_HEADER_LEN])
+/// Writes the header of the batch `batch` (its records already encoded
+/// after [`BATCH_HEADER_LEN`] bytes) with base offset 0, then its CRC-32C:
+/// one uncompressed CreateTime batch of `count` records, no producer id.
+/// Shared by [`encode_batch_into`] and the producer's
+/// [`BatchBuilder`](crate::BatchBuilder).
+///
+/// # Panics
+/// If `batch` is shorter than a header or `count` is 0.
+pub(crate) fn finish_batch(
+    batch: &mut [u8],
+    count: usize,
+    base_ts: i64,
+    max_ts: i64,
+) -> EncodedBatch {
+    let len = batch.len();
+    assert!(count > 0, "finish_batch: a batch needs a record");
+    let last_offset_delta = (count - 1) as i32;
+    let head: &mut [u8; BATCH_HEADER_LEN] = (&mut batch[..BATCH_HEADER_LEN])
         .try_into()
         .expect("61-byte slice");
-    head[..LENGTH_AT].copy_from_slice(&base_offset.to_be_bytes());
+    head[..LENGTH_AT].copy_from_slice(&0i64.to_be_bytes());
     head[LENGTH_AT..EPOCH_AT].copy_from_slice(&((len - LOG_OVERHEAD) as i32).to_be_bytes());
     head[EPOCH_AT..MAGIC_AT].copy_from_slice(&0i32.to_be_bytes());
     head[MAGIC_AT] = MAGIC as u8;
@@ -357,10 +389,10 @@ fn encode_batch_with<R: Borrow<Record>, const PLAIN: bool>(
     head[PRODUCER_ID_AT..PRODUCER_EPOCH_AT].copy_from_slice(&(-1i64).to_be_bytes());
     head[PRODUCER_EPOCH_AT..BASE_SEQUENCE_AT].copy_from_slice(&(-1i16).to_be_bytes());
     head[BASE_SEQUENCE_AT..RECORDS_COUNT_AT].copy_from_slice(&(-1i32).to_be_bytes());
-    head[RECORDS_COUNT_AT..].copy_from_slice(&(records.len() as i32).to_be_bytes());
+    head[RECORDS_COUNT_AT..].copy_from_slice(&(count as i32).to_be_bytes());
 
-    let crc = crc32c::crc32c(&out[CRC_FROM..len]);
-    out[CRC_AT..CRC_FROM].copy_from_slice(&crc.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_FROM..len]);
+    batch[CRC_AT..CRC_FROM].copy_from_slice(&crc.to_be_bytes());
 
     EncodedBatch {
         len,
@@ -421,16 +453,78 @@ pub fn rebuild_batch(
 /// Size of a record after its length prefix.
 #[inline(always)]
 fn body_len(r: &Record, ts_delta: i64, offset_delta: i32) -> usize {
+    parts_body_len(
+        r.key.as_deref(),
+        r.value.as_deref(),
+        &r.headers,
+        ts_delta,
+        offset_delta,
+    )
+}
+
+/// [`body_len`] of a record given by its parts.
+#[inline(always)]
+fn parts_body_len(
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[Header],
+    ts_delta: i64,
+    offset_delta: i32,
+) -> usize {
     let mut len = 1 // attributes
         + varlong_size(ts_delta)
         + varint_size(offset_delta)
-        + nullable_len(r.key.as_deref())
-        + nullable_len(r.value.as_deref())
-        + varint_size(r.headers.len() as i32);
-    for h in &r.headers {
+        + nullable_len(key)
+        + nullable_len(value)
+        + varint_size(headers.len() as i32);
+    for h in headers {
         len += varint_size(h.key.len() as i32) + h.key.len() + nullable_len(h.value.as_deref());
     }
     len
+}
+
+/// An upper bound of the bytes one record takes in a batch, length prefix
+/// included, cheap to compute (no varint sizes): what callers reserve
+/// before encoding.
+#[inline]
+pub(crate) fn record_size_bound(
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[Header],
+) -> usize {
+    let data = |b: Option<&[u8]>| b.map_or(0, <[u8]>::len);
+    let headers: usize = headers
+        .iter()
+        .map(|h| 10 + h.key.len() + data(h.value.as_deref()))
+        .sum();
+    5 + 1 + 10 + 5 + 5 + data(key) + 5 + data(value) + 5 + headers
+}
+
+/// Encodes one record, length prefix included, at `out[pos..]` and
+/// returns the position after it. The fast path (no key, no headers,
+/// small value and deltas) and the general one write the same bytes.
+///
+/// # Panics
+/// If `out` has fewer than [`record_size_bound`] bytes after `pos`.
+#[inline(always)]
+pub(crate) fn put_record_parts(
+    out: &mut [u8],
+    pos: usize,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[Header],
+    ts_delta: i64,
+    offset_delta: i32,
+) -> usize {
+    let mut w = Writer { buf: out, pos };
+    let plain = match (key, value) {
+        (None, Some(value)) if headers.is_empty() => w.put_plain(ts_delta, offset_delta, value),
+        _ => false,
+    };
+    if !plain {
+        w.put_parts(key, value, headers, ts_delta, offset_delta);
+    }
+    w.pos
 }
 
 #[inline(always)]
@@ -452,14 +546,33 @@ impl Writer<'_> {
     /// Any record, field by field.
     #[inline]
     fn put_record(&mut self, r: &Record, ts_delta: i64, offset_delta: i32) {
-        self.put_varint(body_len(r, ts_delta, offset_delta) as i32);
+        self.put_parts(
+            r.key.as_deref(),
+            r.value.as_deref(),
+            &r.headers,
+            ts_delta,
+            offset_delta,
+        );
+    }
+
+    /// A record given by its parts, field by field.
+    #[inline]
+    fn put_parts(
+        &mut self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[Header],
+        ts_delta: i64,
+        offset_delta: i32,
+    ) {
+        self.put_varint(parts_body_len(key, value, headers, ts_delta, offset_delta) as i32);
         self.put_u8(0); // record attributes: unused in v2
         self.put_varlong(ts_delta);
         self.put_varint(offset_delta);
-        self.put_nullable(r.key.as_deref());
-        self.put_nullable(r.value.as_deref());
-        self.put_varint(r.headers.len() as i32);
-        for h in &r.headers {
+        self.put_nullable(key);
+        self.put_nullable(value);
+        self.put_varint(headers.len() as i32);
+        for h in headers {
             self.put_varint(h.key.len() as i32);
             self.put(h.key.as_bytes());
             self.put_nullable(h.value.as_deref());
