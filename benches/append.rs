@@ -1,4 +1,5 @@
-//! Append throughput: `send_batch` of 1000 × 100 B records, and single
+//! Append throughput: `send_batch` of 1000 × 100 B records, the same
+//! records pushed into a `BatchBuilder`, and single
 //! `send()` of 100 B, one producer thread, one partition, `Durability::Os`.
 //!
 //! Each sample appends into a fresh log (created and removed outside the
@@ -71,6 +72,24 @@ fn append(c: &mut Criterion) {
                 producer.send_batch(&batch).unwrap();
             }
             let elapsed = start.elapsed();
+            drop(fresh);
+            elapsed
+        })
+    });
+
+    g.bench_function("batch_builder_1000x100B", |b| {
+        b.iter_custom(|iters| {
+            let (fresh, producer) = Fresh::new();
+            let mut batch = producer.batch();
+            let start = Instant::now();
+            for _ in 0..iters {
+                for _ in 0..BATCH {
+                    batch.push_value(&PAYLOAD).unwrap();
+                }
+                batch.send().unwrap();
+            }
+            let elapsed = start.elapsed();
+            drop(batch);
             drop(fresh);
             elapsed
         })

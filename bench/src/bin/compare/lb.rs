@@ -44,6 +44,26 @@ pub fn append_batches(producer: &Producer, records: u64, size: usize) -> Sample 
     start.sample(records)
 }
 
+/// The same records pushed into a reused [`BatchBuilder`](logbus::BatchBuilder)
+/// (encoded as they are pushed), one `send` per 1000.
+#[inline(never)] // a frame of its own in profiles
+pub fn append_builder(producer: &Producer, records: u64, size: usize) -> Sample {
+    let value = payload(size);
+    let mut batch = producer.batch();
+    let start = Timer::start();
+    let mut left = records;
+    while left > 0 {
+        let n = left.min(BATCH as u64);
+        batch.to_partition(0).expect("partition 0");
+        for _ in 0..n {
+            batch.push_value(&value).expect("push_value");
+        }
+        batch.send().expect("send");
+        left -= n;
+    }
+    start.sample(records)
+}
+
 /// `threads` threads each sending `records / threads` single records.
 /// `partition(i)`: the explicit partition of thread `i`, or keyless.
 pub fn single_sends(

@@ -381,6 +381,23 @@ fn logbus_batch(c: &Ctx<'_>, t: &mut Table, size: usize) {
         ),
         lb::append_batches(&producer, n, size),
     );
+    {
+        let d = TempDir::new(c.dir, &format!("builder{size}"));
+        let log = open_log(d.path(), Durability::Os);
+        log.create_topic("t", TopicConfig::new(1)).unwrap();
+        let producer = log.producer("t").unwrap();
+        t.add(
+            row(
+                sa,
+                &format!("logbus BatchBuilder, {l}"),
+                size,
+                Some(w),
+                "push_value x 1000, send(); Durability::Os, 1 partition",
+            ),
+            lb::append_builder(&producer, n, size),
+        );
+        log.close().unwrap();
+    }
     let a0 = alloc::count();
     let s = lb::read_consumer(&log, "t", n);
     let poll_allocs = (alloc::count() - a0) as f64 / n as f64;
