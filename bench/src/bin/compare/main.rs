@@ -518,6 +518,7 @@ fn single(c: &Ctx<'_>, t: &mut Table) {
 }
 
 fn latency(c: &Ctx<'_>, t: &mut Table) {
+    util::settle();
     let every = Duration::from_micros(c.o.latency_every_us);
     let note = format!(
         "one send every {} us; blocking recv (spins, then parks)",

@@ -144,3 +144,16 @@ impl Timer {
         }
     }
 }
+
+/// Writes back every dirty page (`sync(2)`) and pauses briefly, so a
+/// timing-sensitive row is not measured while the kernel flushes the
+/// gigabytes earlier rows left dirty (on 2 cores, that writeback competes
+/// with the threads being timed).
+pub fn settle() {
+    #[expect(unsafe_code, reason = "sync(2) has no safe wrapper in std")]
+    // SAFETY: sync takes no arguments and cannot fail.
+    unsafe {
+        libc::sync()
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+}
