@@ -112,7 +112,7 @@ pub use producer::Producer;
 pub use queue::{
     DLQ_DELIVERIES, DLQ_REASON, DLQ_SOURCE, Delivery, QueueBacklog, QueueConfig, WorkQueue, Worker,
 };
-pub use record::{ConsumerRecord, Header, Record, RecordMetadata};
+pub use record::{ConsumerRecord, Header, Record, RecordMetadata, TopicName};
 #[cfg(feature = "serde_json")]
 pub use store::JsonCodec;
 pub use store::{

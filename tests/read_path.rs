@@ -443,3 +443,62 @@ fn a_resume_point_in_a_deleted_segment_meets_the_reset_policy() {
         }
     }
 }
+
+/// A record's topic is held inline when the name is short and shared when
+/// it is long (`TopicName`): both read back as the name, from `poll` and
+/// `Partition::read`, and stay so after the topic is deleted.
+#[test]
+fn records_carry_short_and_long_topic_names() {
+    let dir = TempDir::new("topic-names");
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let long = "a-topic-name-longer-than-the-inline-room.v2".to_string();
+    let exact = "x".repeat(TopicName::INLINE_LEN);
+    let names = ["t".to_string(), exact, long];
+    assert!(names[2].len() > TopicName::INLINE_LEN);
+    let mut all = Vec::new();
+    for name in &names {
+        log.create_topic(name, TopicConfig::new(1)).unwrap();
+        let batch: Vec<Record> = (0..50)
+            .map(|i| Record::new(format!("{name}-{i}")))
+            .collect();
+        log.producer(name).unwrap().send_batch(&batch).unwrap();
+        all.push(TopicPartition::new(name.clone(), 0));
+    }
+    let mut consumer = log.consumer(ConsumerConfig::default().max_poll_records(40));
+    consumer.assign(&all).unwrap();
+    let mut held = Vec::new();
+    while held.len() < 150 {
+        held.extend(consumer.poll(Duration::from_secs(5)).unwrap());
+    }
+    let by_read = log
+        .topic(&names[2])
+        .unwrap()
+        .partition(0)
+        .unwrap()
+        .read(0, 10)
+        .unwrap();
+    assert_eq!(by_read.len(), 10);
+    for name in &names {
+        log.delete_topic(name).unwrap();
+    }
+    let mut per_topic = std::collections::HashMap::<&str, u64>::new();
+    for r in held.iter().chain(&by_read) {
+        let name: &str = &r.topic;
+        let next = per_topic.entry(name).or_default();
+        if r.offset == 0 {
+            *next = 0; // `by_read` starts over
+        }
+        assert_eq!(r.offset, *next, "{name}");
+        assert_eq!(
+            r.value.as_deref(),
+            Some(format!("{name}-{}", r.offset).as_bytes())
+        );
+        *next += 1;
+    }
+    let mut seen: Vec<&str> = per_topic.keys().copied().collect();
+    seen.sort_unstable();
+    let mut want: Vec<&str> = names.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    assert_eq!(seen, want);
+    assert_eq!(held.iter().filter(|r| r.topic == names[2]).count(), 50);
+}

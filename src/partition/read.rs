@@ -5,12 +5,12 @@
 use std::path::Path;
 use std::sync::{Arc, Weak};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::log::record::{self, BatchHeader, RecordView};
 use crate::log::segment::Segment;
-use crate::record::ConsumerRecord;
+use crate::record::{ConsumerRecord, TopicName};
 
 use super::PartitionShared;
 
@@ -108,11 +108,12 @@ pub(crate) fn decode_into_at(
     out: &mut Vec<ConsumerRecord>,
 ) -> Result<u64> {
     let limit = out.len().saturating_add(max);
-    out.reserve(record_count_hint(&fetched.bytes).min(max));
+    out.reserve(record_count_hint(&fetched.bytes, max));
     let bytes = &fetched.bytes;
+    let topic = TopicName::from(topic);
     let mut next = from;
     visit(fetched, max, &mut next, at, |r| {
-        push_record(out, limit, bytes, &r, topic, partition);
+        push_record(out, limit, bytes, &r, &topic, partition);
     })?;
     Ok(next)
 }
@@ -269,7 +270,7 @@ fn push_record(
     limit: usize,
     bytes: &Bytes,
     r: &RecordView<'_>,
-    topic: &Arc<str>,
+    topic: &TopicName,
     partition: u32,
 ) {
     if out.len() == out.capacity() {
@@ -286,6 +287,9 @@ fn push_record(
     let key = r.key.map(|k| sub_bytes(bytes, k));
     let value = r.value.map(|v| sub_bytes(bytes, v));
     let len = out.len();
+    if let Some(v) = r.value {
+        prefetch(v.as_ptr().wrapping_add(PREFETCH_AHEAD));
+    }
     #[expect(
         unsafe_code,
         reason = "initialising a record in place in the spare room"
@@ -297,7 +301,7 @@ fn push_record(
     // count the record.
     unsafe {
         let p = out.as_mut_ptr().add(len);
-        std::ptr::addr_of_mut!((*p).topic).write(Arc::clone(topic));
+        topic.clone_to(std::ptr::addr_of_mut!((*p).topic));
         std::ptr::addr_of_mut!((*p).partition).write(partition);
         std::ptr::addr_of_mut!((*p).offset).write(r.offset);
         std::ptr::addr_of_mut!((*p).timestamp).write(r.timestamp);
@@ -306,6 +310,33 @@ fn push_record(
         std::ptr::addr_of_mut!((*p).headers).write(headers);
         out.set_len(len + 1);
     }
+}
+
+/// How far past a record's value `push_record` asks for the segment's
+/// bytes to be loaded into the cache (about 20 records of 100 B, 2 of 1 KiB).
+///
+/// NOTE: cloning a value `Bytes` is a locked increment, and on x86 no load
+/// after a locked instruction starts before it completes, so the hardware
+/// cannot read ahead across records: without this, each record's first
+/// read of the segment waited for memory (100 B records: 27 ns per record
+/// with 500 per poll, 21 ns with the prefetch). Prefetches are not held
+/// back by locked instructions.
+const PREFETCH_AHEAD: usize = 2048;
+
+/// Asks the CPU to load the cache line holding `p`; never faults, even
+/// past the end of a mapping (nothing is read).
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    #[expect(unsafe_code, reason = "a prefetch hint")]
+    // SAFETY: `prefetcht0` reads nothing architecturally and cannot fault
+    // on any address, so any pointer value is fine.
+    unsafe {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// Makes room for at least one more record (at most `limit` in all).
@@ -326,30 +357,32 @@ fn owned_headers(bytes: &Bytes, r: &RecordView<'_>) -> Vec<crate::record::Header
         .collect()
 }
 
-/// `sub`, a subslice of `bytes`, as a `Bytes` sharing its buffer: what
-/// `bytes.slice_ref(sub)` returns, without its out-of-line calls (a clone,
-/// which is one reference count increment, and two inlined adjustments).
+/// `sub`, a subslice of `bytes`, as a `Bytes` sharing its buffer (one
+/// reference count increment): what `bytes.slice_ref(sub)` returns,
+/// without its out-of-line calls and checks.
 #[inline(always)]
 fn sub_bytes(bytes: &Bytes, sub: &[u8]) -> Bytes {
     if sub.is_empty() {
         return Bytes::new();
     }
     let start = sub.as_ptr() as usize - bytes.as_ptr() as usize;
-    let mut b = bytes.clone();
-    b.truncate(start + sub.len());
-    b.advance(start);
-    b
+    bytes.slice(start..start + sub.len())
 }
 
 /// An upper bound on the records in the whole batches at the start of
-/// `bytes` (from their headers, no CRC check), for sizing the output once.
-fn record_count_hint(bytes: &[u8]) -> usize {
+/// `bytes` (from their headers, no CRC check), at most `max`, for sizing
+/// the output once. Stops at the batch that reaches `max`: a 1 MiB fetch
+/// of which a poll takes 500 records would otherwise have every batch
+/// header read (a cache and TLB miss each).
+fn record_count_hint(bytes: &[u8], max: usize) -> usize {
     // The smallest record: length, attributes, timestamp and offset deltas,
     // key and value lengths, header count, one byte each.
     const MIN_RECORD_LEN: usize = 7;
     let mut n = 0usize;
     let mut at = 0usize;
-    while let Ok(header) = record::parse_header(&bytes[at..]) {
+    while n < max
+        && let Ok(header) = record::parse_header(&bytes[at..])
+    {
         let len = header.total_len();
         if len > bytes.len() - at {
             break;
@@ -358,7 +391,7 @@ fn record_count_hint(bytes: &[u8]) -> usize {
         n += usize::try_from(header.records_count).unwrap_or(0).min(room);
         at += len;
     }
-    n
+    n.min(max)
 }
 
 /// Walks fetched bytes batch by batch; see [`FetchedBatches::batches`].
