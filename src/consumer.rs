@@ -424,9 +424,7 @@ impl Consumer {
         let deadline = Instant::now() + timeout;
         loop {
             self.take_wakeup()?;
-            let taken = self.fetch_each(|tp, _, fetched, next, at, room| {
-                partition::visit(fetched, room, next, at, |r| f(tp, r))
-            })?;
+            let taken = self.lend_once(&mut f)?;
             if taken > 0 || Instant::now() >= deadline {
                 return Ok(taken);
             }
@@ -531,6 +529,16 @@ impl Consumer {
             .iter()
             .find(|a| &a.tp == tp)
             .map(|a| &a.partition)
+    }
+
+    /// One round of [`poll_each`](Self::poll_each) without waiting.
+    pub(crate) fn lend_once(
+        &mut self,
+        f: &mut impl FnMut(&TopicPartition, RecordView<'_>),
+    ) -> Result<usize> {
+        self.fetch_each(|tp, _, fetched, next, at, room| {
+            partition::visit(fetched, room, next, at, |r| f(tp, r))
+        })
     }
 
     pub(crate) fn fetch_once(&mut self) -> Result<Vec<ConsumerRecord>> {

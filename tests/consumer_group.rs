@@ -586,3 +586,158 @@ fn closing_the_log_ends_a_blocked_group_poll() {
     log.close().unwrap();
     assert!(matches!(t.join().unwrap(), Err(Error::Closed)));
 }
+
+/// (partition, offset, value) of each record a member saw.
+type Lent = Vec<(u32, u64, Vec<u8>)>;
+
+/// One `poll_each`, gathering what it lends into `seen`.
+fn lend(member: &mut ConsumerGroup, seen: &mut Lent) -> usize {
+    member
+        .poll_each(SHORT, |tp, r| {
+            assert_eq!(tp.topic, "t");
+            seen.push((tp.partition, r.offset, r.value.unwrap().to_vec()));
+        })
+        .unwrap()
+}
+
+#[test]
+fn group_poll_each_lends_what_poll_returns_and_commits_past_it() {
+    let dir = TempDir::new("group-poll-each");
+    let log = open(&dir);
+    log.create_topic("t", TopicConfig::new(3)).unwrap();
+    produce(&log, "t", 300);
+    let small = logbus::ConsumerConfig::default().max_poll_records(7);
+    let mut owned =
+        ConsumerGroup::join(&log, "owned", &["t"], config().consumer(small.clone())).unwrap();
+    let mut lent = ConsumerGroup::join(&log, "lent", &["t"], config().consumer(small)).unwrap();
+    let by_poll: Lent = poll_until(&mut owned, |_, got| got.len() >= 300)
+        .into_iter()
+        .map(|r| (r.partition, r.offset, r.value.unwrap().to_vec()))
+        .collect();
+    let mut by_each = Lent::new();
+    let give_up = Instant::now() + Duration::from_secs(20);
+    while by_each.len() < 300 {
+        assert!(Instant::now() < give_up, "{lent:?}");
+        let before = by_each.len();
+        let n = lend(&mut lent, &mut by_each);
+        assert_eq!(n, by_each.len() - before, "the count returned");
+        assert!(n <= 7, "max_poll_records holds");
+    }
+    assert_eq!(by_each.len(), 300);
+    // Same records, in the same order within each partition.
+    let per_partition = |seen: &Lent| {
+        let mut m: BTreeMap<u32, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
+        for (p, o, v) in seen {
+            m.entry(*p).or_default().push((*o, v.clone()));
+        }
+        m
+    };
+    assert_eq!(per_partition(&by_each), per_partition(&by_poll));
+
+    // Positions moved past every record lent: commit stores them, and a
+    // later member of the group starts after them.
+    for p in 0..3 {
+        let tp = TopicPartition::new("t", p);
+        let end = log
+            .topic("t")
+            .unwrap()
+            .partition(p)
+            .unwrap()
+            .log_end_offset();
+        assert_eq!(lent.position(&tp).unwrap(), end);
+        assert_eq!(lent.committed(&tp), None, "auto-commit is off");
+    }
+    lent.commit().unwrap();
+    for p in 0..3 {
+        let tp = TopicPartition::new("t", p);
+        let end = log
+            .topic("t")
+            .unwrap()
+            .partition(p)
+            .unwrap()
+            .log_end_offset();
+        assert_eq!(lent.committed(&tp).map(|c| c.offset), Some(end));
+    }
+    lent.leave().unwrap();
+    produce(&log, "t", 30);
+    let mut next = ConsumerGroup::join(&log, "lent", &["t"], config()).unwrap();
+    let mut later = Lent::new();
+    let give_up = Instant::now() + Duration::from_secs(20);
+    while later.len() < 30 {
+        assert!(Instant::now() < give_up, "{next:?}");
+        lend(&mut next, &mut later);
+    }
+    assert!(later.iter().all(|(_, _, v)| v.starts_with(b"v")));
+    let fresh: BTreeSet<(u32, u64)> = later.iter().map(|(p, o, _)| (*p, *o)).collect();
+    let old: BTreeSet<(u32, u64)> = by_each.iter().map(|(p, o, _)| (*p, *o)).collect();
+    assert_eq!(fresh.len(), 30);
+    assert!(
+        fresh.is_disjoint(&old),
+        "the new member read only new records"
+    );
+}
+
+#[test]
+fn group_poll_each_takes_part_in_a_rebalance_and_auto_commits_on_revoke() {
+    let dir = TempDir::new("group-poll-each-rebalance");
+    let log = open(&dir);
+    log.create_topic("t", TopicConfig::new(4)).unwrap();
+    produce(&log, "t", 400);
+    let events: Events = Arc::new(Mutex::new(Vec::new()));
+    // Auto-commit on, with an interval no test run reaches: only the
+    // commit on revoke moves the committed offsets.
+    let auto = GroupConfig::default()
+        .auto_commit(true)
+        .auto_commit_interval(Duration::from_secs(3600))
+        .consumer(logbus::ConsumerConfig::default().max_poll_records(10));
+    let mut a = ConsumerGroup::join(&log, "g", &["t"], auto.clone()).unwrap();
+    a.set_rebalance_listener(Recorder::new("a", &events));
+    let mut seen = Lent::new();
+    let give_up = Instant::now() + Duration::from_secs(20);
+    while a.assignment().len() < 4 || seen.len() < 50 {
+        assert!(Instant::now() < give_up, "{a:?}");
+        lend(&mut a, &mut seen);
+    }
+    let read_by_a: BTreeMap<u32, u64> = seen.iter().fold(BTreeMap::new(), |mut m, (p, o, _)| {
+        m.insert(*p, o + 1);
+        m
+    });
+
+    let mut b = ConsumerGroup::join(&log, "g", &["t"], auto).unwrap();
+    b.set_rebalance_listener(Recorder::new("b", &events));
+    let give_up = Instant::now() + Duration::from_secs(20);
+    while a.assignment().len() != 2 || b.assignment().len() != 2 {
+        assert!(Instant::now() < give_up, "no balance: {a:?} {b:?}");
+        lend(&mut a, &mut seen);
+        lend(&mut b, &mut seen);
+    }
+    // `a` gave up two partitions inside `poll_each`, committing how far it
+    // had read them first.
+    let revoked: Vec<TopicPartition> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(who, kind, _)| *who == "a" && *kind == "revoked")
+        .flat_map(|(_, _, p)| p.clone())
+        .collect();
+    assert_eq!(revoked.len(), 2);
+    for tp in &revoked {
+        assert!(b.assignment().contains(tp));
+        let committed = a.committed(tp).expect("committed on revoke").offset;
+        assert!(committed >= read_by_a.get(&tp.partition).copied().unwrap_or(0));
+    }
+    let give_up = Instant::now() + Duration::from_secs(20);
+    while seen.len() < 400 {
+        assert!(Instant::now() < give_up, "{a:?} {b:?}");
+        lend(&mut a, &mut seen);
+        lend(&mut b, &mut seen);
+    }
+    // Every record exactly once: positions moved as records were lent, and
+    // `b` started each partition it took where `a`'s commit left it.
+    let offsets: BTreeSet<(u32, u64)> = seen.iter().map(|(p, o, _)| (*p, *o)).collect();
+    assert_eq!(
+        (seen.len(), offsets.len()),
+        (400, 400),
+        "a record lent twice"
+    );
+}

@@ -10,9 +10,11 @@ use super::offsets::{self, MAX_STRING, OffsetAndMetadata};
 use crate::consumer::{Consumer, TopicPartition, Waker};
 use crate::db::Log;
 use crate::error::{Error, Result};
+use crate::log::record::RecordView;
 use crate::record::ConsumerRecord;
 
-/// Called by [`ConsumerGroup::poll`] when the member's partitions change.
+/// Called by [`ConsumerGroup::poll`] (and [`poll_each`](ConsumerGroup::poll_each))
+/// when the member's partitions change.
 /// Every method has an empty default.
 ///
 /// ```
@@ -103,7 +105,8 @@ impl RebalanceContext<'_> {
 /// Members of one group split the partitions of the topics they subscribe
 /// to (each partition read by one member at a time, in order); different
 /// groups each read every record. Assignment, rebalances, positions of new
-/// partitions and auto-commit happen inside [`poll`](ConsumerGroup::poll).
+/// partitions and auto-commit happen inside [`poll`](ConsumerGroup::poll)
+/// (or [`poll_each`](ConsumerGroup::poll_each), its borrowing form).
 ///
 /// ```
 /// # use logbus::*;
@@ -259,9 +262,66 @@ impl ConsumerGroup {
     /// [`Error::Wakeup`]; [`Error::Fenced`] if a newer member took this
     /// one's static instance id; as [`Consumer::poll`] otherwise.
     pub fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
+        let mut records = Vec::new();
+        self.poll_with(timeout, |consumer| {
+            records = consumer.fetch_once()?;
+            Ok(records.len())
+        })?;
+        Ok(records)
+    }
+
+    /// Like [`poll`](Self::poll), but lends each record to `f`, with its
+    /// partition, as a [`RecordView`] borrowed from the mapped segment, as
+    /// [`Consumer::poll_each`] does: no allocation and no reference
+    /// counting per record. Everything else is as with `poll`: positions
+    /// move past each record handed to `f` (what [`commit`](Self::commit)
+    /// and auto-commit store), and rebalances, the listener's callbacks and
+    /// auto-commit happen in the call, before any record is lent. Returns
+    /// the number of records handed over (0 when `timeout` passed with
+    /// nothing new).
+    ///
+    /// ```
+    /// # use logbus::*;
+    /// # use std::time::Duration;
+    /// # let dir = std::env::temp_dir().join(format!("logbus-doc-group-each-{}", std::process::id()));
+    /// # let log = Log::open(&dir, LogConfig::default())?;
+    /// log.create_topic("orders", TopicConfig::new(2))?;
+    /// log.producer("orders")?.send_batch(&[Record::new("a"), Record::new("bb")])?;
+    /// let mut billing = ConsumerGroup::join(&log, "billing", &["orders"], GroupConfig::default())?;
+    /// let mut bytes = 0;
+    /// let mut n = 0;
+    /// while n < 2 {
+    ///     n += billing.poll_each(Duration::from_secs(1), |_tp, r| {
+    ///         bytes += r.value.map_or(0, <[u8]>::len);
+    ///     })?;
+    /// }
+    /// assert_eq!(bytes, 3);
+    /// billing.commit()?; // past both records
+    /// # drop(log); std::fs::remove_dir_all(&dir).ok();
+    /// # Ok::<(), logbus::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`poll`](Self::poll). With [`Error::Corrupt`], the records before
+    /// the damaged batch were handed to `f`, and the position is past them.
+    pub fn poll_each(
+        &mut self,
+        timeout: Duration,
+        mut f: impl FnMut(&TopicPartition, RecordView<'_>),
+    ) -> Result<usize> {
+        self.poll_with(timeout, |consumer| consumer.lend_once(&mut f))
+    }
+
+    /// The frame of both polls: marks the member as polling (so it is not
+    /// taken for stalled) while `poll_until` runs.
+    fn poll_with(
+        &mut self,
+        timeout: Duration,
+        fetch: impl FnMut(&mut Consumer) -> Result<usize>,
+    ) -> Result<usize> {
         let deadline = Instant::now() + timeout;
         self.link.set_in_poll(true, self.now_ms());
-        let result = self.poll_until(deadline);
+        let result = self.poll_until(deadline, fetch);
         let now = self.now_ms();
         self.link.set_in_poll(false, now);
         self.cell
@@ -269,7 +329,14 @@ impl ConsumerGroup {
         result
     }
 
-    fn poll_until(&mut self, deadline: Instant) -> Result<Vec<ConsumerRecord>> {
+    /// Takes part in the group, then calls `fetch` (one round over the
+    /// owned partitions, returning the records it took), until it took some
+    /// or `deadline` passed.
+    fn poll_until(
+        &mut self,
+        deadline: Instant,
+        mut fetch: impl FnMut(&mut Consumer) -> Result<usize>,
+    ) -> Result<usize> {
         loop {
             self.consumer.take_wakeup()?;
             self.keep_membership()?;
@@ -282,10 +349,10 @@ impl ConsumerGroup {
             if self.log.is_closed() {
                 return Err(Error::Closed);
             }
-            let records = self.consumer.fetch_once()?;
+            let taken = fetch(&mut self.consumer)?;
             let now = Instant::now();
-            if !records.is_empty() || now >= deadline {
-                return Ok(records);
+            if taken > 0 || now >= deadline {
+                return Ok(taken);
             }
             // Wake in time to expire members that stopped polling, so
             // their partitions reach the members still polling.
