@@ -30,7 +30,7 @@ mod read;
 mod upkeep;
 mod wait;
 pub use read::{FetchedBatches, FetchedRecords};
-pub(crate) use read::{ReadCursor, Resume, decode_into, decode_into_at, visit};
+pub(crate) use read::{HoldsRecord, ReadCursor, Resume, decode_into, decode_into_at, visit};
 pub(crate) use upkeep::meta as segment_meta;
 pub(crate) use wait::{Signal, Waiters, wait_for_data};
 

@@ -339,3 +339,42 @@ fn poll_wakes_on_new_records_and_on_wakeup() {
     ));
     t.join().unwrap();
 }
+
+/// `Worker::set_max_poll_records` bounds that worker's polls (it was once
+/// ignored in favour of the queue's setting), and new records decoded
+/// straight into deliveries carry their record and a first delivery count.
+#[test]
+fn a_workers_own_max_poll_records_bounds_its_polls() {
+    let dir = TempDir::new("queue-max-poll");
+    let log = open(dir.path());
+    log.create_topic("jobs", TopicConfig::new(2)).unwrap();
+    produce(&log, "jobs", 100);
+    let config = QueueConfig::default().max_poll_records(40);
+    let queue = WorkQueue::open(&log, "q", "jobs", config).unwrap();
+    let mut small = queue.worker();
+    small.set_max_poll_records(3);
+    let first = small.poll(SHORT).unwrap();
+    assert_eq!(first.len(), 3, "97 more were available");
+    let mut big = queue.worker();
+    let second = big.poll(SHORT).unwrap();
+    assert_eq!(second.len(), 40, "the queue's setting for the other worker");
+    let backlog = queue.backlog();
+    assert_eq!((backlog.leased, backlog.available), (43, 57));
+    let mut all: Vec<&Delivery> = first.iter().chain(&second).collect();
+    all.sort_by_key(|d| (d.record.partition, d.record.offset));
+    all.dedup_by_key(|d| (d.record.partition, d.record.offset));
+    assert_eq!(all.len(), 43, "no record leased twice");
+    for d in &all {
+        assert_eq!(d.delivery_count, 1);
+        assert_eq!(&*d.record.topic, "jobs");
+        let key: usize = std::str::from_utf8(d.record.key.as_deref().unwrap())
+            .unwrap()
+            .parse()
+            .unwrap();
+        let value = format!("job-{key}");
+        assert_eq!(d.record.value.as_deref(), Some(value.as_bytes()));
+    }
+    small.ack_all(&first).unwrap();
+    big.ack_all(&second).unwrap();
+    assert_eq!(queue.backlog().available, 57);
+}

@@ -98,14 +98,14 @@ pub(crate) fn decode_into(
 }
 
 /// [`decode_into`] with a resume point (see [`visit`]).
-pub(crate) fn decode_into_at(
+pub(crate) fn decode_into_at<T: HoldsRecord>(
     fetched: &FetchedBatches,
     topic: &Arc<str>,
     partition: u32,
     from: u64,
     max: usize,
     at: &mut Resume,
-    out: &mut Vec<ConsumerRecord>,
+    out: &mut Vec<T>,
 ) -> Result<u64> {
     let limit = out.len().saturating_add(max);
     out.reserve(record_count_hint(&fetched.bytes, max));
@@ -265,8 +265,8 @@ const GROW_BY: usize = 32;
 /// stack and copy it (a store-forwarding stall per 16-byte piece), and
 /// filling default slots first (`resize_with`) writes every field twice.
 #[inline(always)]
-fn push_record(
-    out: &mut Vec<ConsumerRecord>,
+fn push_record<T: HoldsRecord>(
+    out: &mut Vec<T>,
     limit: usize,
     bytes: &Bytes,
     r: &RecordView<'_>,
@@ -295,12 +295,13 @@ fn push_record(
         reason = "initialising a record in place in the spare room"
     )]
     // SAFETY: `len < capacity` (checked above, `grow` reserves at least
-    // one), so `p` points at allocated, unused room for one record. Each
-    // field is written exactly once through `addr_of_mut!` (no reference
-    // to uninitialised memory is made), and only then does `set_len`
-    // count the record.
+    // one), so `out.as_mut_ptr().add(len)` points at allocated, unused
+    // room for one element, and `init_in_place` returns its record field
+    // (initialising the others). Each field is written exactly once
+    // through `addr_of_mut!` (no reference to uninitialised memory is
+    // made), and only then does `set_len` count the element.
     unsafe {
-        let p = out.as_mut_ptr().add(len);
+        let p = T::init_in_place(out.as_mut_ptr().add(len));
         topic.clone_to(std::ptr::addr_of_mut!((*p).topic));
         std::ptr::addr_of_mut!((*p).partition).write(partition);
         std::ptr::addr_of_mut!((*p).offset).write(r.offset);
@@ -339,10 +340,32 @@ fn prefetch(p: *const u8) {
     let _ = p;
 }
 
-/// Makes room for at least one more record (at most `limit` in all).
+/// An element of the vectors `decode_into` fills: a [`ConsumerRecord`], or
+/// something holding one that is made in place too (a work queue's
+/// delivery), so records are never moved after decoding (a 136-byte
+/// `memcpy` call each).
+pub(crate) trait HoldsRecord: Sized {
+    /// Initialises every field of `*p` but its record, and returns where
+    /// the record goes.
+    ///
+    /// # Safety
+    /// `p` is valid for writes and aligned.
+    #[expect(unsafe_code, reason = "initialising memory in place")]
+    unsafe fn init_in_place(p: *mut Self) -> *mut ConsumerRecord;
+}
+
+impl HoldsRecord for ConsumerRecord {
+    #[inline(always)]
+    #[expect(unsafe_code, reason = "initialising memory in place")]
+    unsafe fn init_in_place(p: *mut Self) -> *mut ConsumerRecord {
+        p
+    }
+}
+
+/// Makes room for at least one more element (at most `limit` in all).
 #[cold]
 #[inline(never)]
-fn grow(out: &mut Vec<ConsumerRecord>, limit: usize) {
+fn grow<T>(out: &mut Vec<T>, limit: usize) {
     out.reserve(limit.saturating_sub(out.len()).clamp(1, GROW_BY));
 }
 

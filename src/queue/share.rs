@@ -315,16 +315,16 @@ impl QueueShared {
             while want > 0 && w.next() < p.log_end() {
                 let from = w.next();
                 let fetched = p.fetch(from, 1 << 20)?;
-                let mut records = Vec::new();
+                let before = out.len();
+                // Decoded straight into `out` as first deliveries; on an
+                // error `out` is dropped and none of them is leased.
+                let at = &mut partition::Resume::default();
+                let (topic, id) = (p.topic(), p.id());
                 let next =
-                    partition::decode_into(&fetched, p.topic(), p.id(), from, want, &mut records)?;
-                want -= records.len();
-                for r in records {
-                    w.lease_new(r.offset, worker, until);
-                    out.push(Delivery {
-                        record: r,
-                        delivery_count: 1,
-                    });
+                    partition::decode_into_at(&fetched, topic, id, from, want, at, &mut out)?;
+                want -= out.len() - before;
+                for d in &out[before..] {
+                    w.lease_new(d.record.offset, worker, until);
                 }
                 // Records compacted away (or none decoded) between here and
                 // `next` are done.

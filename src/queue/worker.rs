@@ -20,6 +20,22 @@ pub struct Delivery {
     pub delivery_count: u16,
 }
 
+impl crate::partition::HoldsRecord for Delivery {
+    /// A first delivery: `acquire` decodes new records straight into its
+    /// output.
+    #[inline(always)]
+    #[expect(unsafe_code, reason = "initialising memory in place")]
+    unsafe fn init_in_place(p: *mut Self) -> *mut ConsumerRecord {
+        // SAFETY: `p` is valid for writes and aligned (the caller's
+        // promise); `addr_of_mut!` makes no reference to the uninitialised
+        // delivery.
+        unsafe {
+            std::ptr::addr_of_mut!((*p).delivery_count).write(1);
+            std::ptr::addr_of_mut!((*p).record)
+        }
+    }
+}
+
 /// One worker of a [`WorkQueue`](crate::WorkQueue): polls leased records
 /// and acknowledges, releases or rejects each. Dropping it releases the
 /// records it still holds (as a crash of the worker would, after their
@@ -84,9 +100,7 @@ impl Worker {
                 return Err(Error::Closed);
             }
             let seen = self.queue.released.load(Ordering::SeqCst);
-            let got = self
-                .queue
-                .acquire(self.id, self.queue.config.max_poll_records)?;
+            let got = self.queue.acquire(self.id, self.max_poll_records)?;
             let now = Instant::now();
             if !got.is_empty() || now >= deadline {
                 return Ok(got);
