@@ -346,8 +346,9 @@ pub fn read_all_partitions(log: &Log, topic: &str, partitions: u32, total: u64) 
 }
 
 /// A fresh `ConsumerGroup` of `members` threads reading `total` records of
-/// `topic`. The clock starts once every member owns its partitions (what
-/// members read while the group settled is subtracted).
+/// `topic`, with `poll` (or `poll_each` when `each`). The clock starts once
+/// every member owns its partitions (what members read while the group
+/// settled is subtracted).
 pub fn read_group(
     log: &Log,
     topic: &str,
@@ -355,6 +356,7 @@ pub fn read_group(
     partitions: u32,
     total: u64,
     members: usize,
+    each: bool,
 ) -> Sample {
     use logbus::{ConsumerGroup, GroupConfig};
     use std::sync::atomic::AtomicU64;
@@ -379,12 +381,21 @@ pub fn read_group(
                     go.wait();
                     let mut touch = 0u8;
                     while read.load(Ordering::Relaxed) < total {
-                        let recs = m.poll(Duration::from_millis(10)).expect("poll");
-                        for r in &recs {
-                            let v = r.value.as_deref().unwrap();
-                            touch ^= v[v.len() - 1];
-                        }
-                        read.fetch_add(recs.len() as u64, Ordering::Relaxed);
+                        let n = if each {
+                            m.poll_each(Duration::from_millis(10), |_, r| {
+                                let v = r.value.unwrap();
+                                touch ^= v[v.len() - 1];
+                            })
+                            .expect("poll_each")
+                        } else {
+                            let recs = m.poll(Duration::from_millis(10)).expect("poll");
+                            for r in &recs {
+                                let v = r.value.as_deref().unwrap();
+                                touch ^= v[v.len() - 1];
+                            }
+                            recs.len()
+                        };
+                        read.fetch_add(n as u64, Ordering::Relaxed);
                     }
                     std::hint::black_box(touch);
                     m

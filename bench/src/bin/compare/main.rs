@@ -591,6 +591,25 @@ fn group4(c: &Ctx<'_>, t: &mut Table) {
             GROUP_PARTITIONS,
             total,
             4,
+            false,
+        ),
+    );
+    t.add(
+        row(
+            sg,
+            "logbus ConsumerGroup of 4, poll_each",
+            100,
+            Some(ONE_CONSUMER),
+            "as above, borrowed records; x ref = over one Consumer (poll)",
+        ),
+        lb::read_group(
+            &log,
+            "g",
+            &format!("bench-each-{}", c.rep),
+            GROUP_PARTITIONS,
+            total,
+            4,
+            true,
         ),
     );
     log.close().unwrap();
