@@ -134,8 +134,8 @@ pub struct ConsumerRecord {
 /// `Display`, comparisons with `str` and `String`).
 ///
 /// Why not `Arc<str>`: cloning and dropping an `Arc` per record are two
-/// atomic operations, which cost reading 100 B records about a third of
-/// their speed.
+/// atomic operations, about 12 % of `Consumer::poll`'s time per 100 B
+/// record (23.3 against 20.4 ns of CPU).
 ///
 /// ```
 /// use logbus::TopicName;
