@@ -378,3 +378,86 @@ fn a_workers_own_max_poll_records_bounds_its_polls() {
     big.ack_all(&second).unwrap();
     assert_eq!(queue.backlog().available, 57);
 }
+
+/// One `ack` per record (its own fast path): it settles exactly the lease
+/// it names, refuses a second ack, another worker's delivery and a stale
+/// delivery count without touching the lease, and what it acked stays done
+/// across a reopen while the rest comes back.
+#[test]
+fn ack_settles_exactly_its_own_lease() {
+    let dir = TempDir::new("queue-ack-one");
+    let mut acked = BTreeSet::new();
+    {
+        let log = open(dir.path());
+        log.create_topic("jobs", TopicConfig::new(2)).unwrap();
+        produce(&log, "jobs", 40);
+        let queue = WorkQueue::open(&log, "q", "jobs", QueueConfig::default()).unwrap();
+        let (mut a, mut b) = (queue.worker(), queue.worker());
+        a.set_max_poll_records(20);
+        let mine = take(&mut a, 20);
+        let theirs = take(&mut b, 20);
+        // `b` cannot ack `a`'s lease; `a` still can afterwards.
+        let err = b.ack(&mine[0]).unwrap_err();
+        assert!(matches!(err, Error::NotLeased { .. }), "{err:?}");
+        a.ack(&mine[0]).unwrap();
+        acked.insert((mine[0].record.partition, mine[0].record.offset));
+        let again = a.ack(&mine[0]).unwrap_err();
+        assert!(matches!(again, Error::NotLeased { .. }), "{again:?}");
+        // A delivery whose count is not the lease's (an older delivery of
+        // the record) is refused, and leaves the lease alone.
+        let mut stale = mine[1].clone();
+        stale.delivery_count += 1;
+        assert!(matches!(a.ack(&stale), Err(Error::NotLeased { .. })));
+        for (w, ds) in [(&mut a, &mine[1..]), (&mut b, &theirs[..])] {
+            for d in ds.iter().filter(|d| d.record.offset % 2 == 0) {
+                w.ack(d).unwrap();
+                acked.insert((d.record.partition, d.record.offset));
+            }
+        }
+        let backlog = queue.backlog();
+        assert_eq!(
+            (backlog.leased, backlog.available),
+            (40 - acked.len() as u64, 0)
+        );
+        a.commit().unwrap();
+        drop((a, b));
+        drop(queue);
+        log.close().unwrap();
+    }
+    let log = open(dir.path());
+    let queue = WorkQueue::open(&log, "q", "jobs", QueueConfig::default()).unwrap();
+    let mut w = queue.worker();
+    let got = take(&mut w, 40 - acked.len());
+    let back: BTreeSet<(u32, u64)> = got
+        .iter()
+        .map(|d| (d.record.partition, d.record.offset))
+        .collect();
+    assert_eq!(back.len(), got.len());
+    assert!(back.is_disjoint(&acked), "an acked record came back");
+    assert!(w.poll(SHORT).unwrap().is_empty());
+}
+
+/// Acks made one by one are persisted by `commit` even when nothing else
+/// changed the queue afterwards (no lease left for a dropped worker to
+/// give back): after a reopen none of the records comes back.
+#[test]
+fn single_acks_alone_are_persisted_by_commit() {
+    let dir = TempDir::new("queue-ack-commit");
+    {
+        let log = open(dir.path());
+        log.create_topic("jobs", TopicConfig::new(1)).unwrap();
+        produce(&log, "jobs", 10);
+        let queue = WorkQueue::open(&log, "q", "jobs", QueueConfig::default()).unwrap();
+        let mut w = queue.worker();
+        for d in take(&mut w, 10) {
+            w.ack(&d).unwrap();
+        }
+        w.commit().unwrap();
+        drop(w);
+        drop(queue);
+        log.close().unwrap();
+    }
+    let log = open(dir.path());
+    let queue = WorkQueue::open(&log, "q", "jobs", QueueConfig::default()).unwrap();
+    assert!(queue.worker().poll(SHORT).unwrap().is_empty());
+}

@@ -347,6 +347,36 @@ impl QueueShared {
         Ok(out)
     }
 
+    /// Acknowledges one lease of `worker`: what `settle(worker, &[d],
+    /// Settle::Ack)` does, in one lookup of the slot with the lock held as
+    /// briefly as possible (nothing to dead-letter or announce), because
+    /// workers that ack each record on its own take this lock once per
+    /// record.
+    pub fn ack_one(&self, worker: u64, d: &Delivery) -> Result<()> {
+        let i = d.record.partition as usize;
+        let settled = {
+            let mut state = self.state.lock();
+            let st = &mut *state;
+            let settled = st.windows.get_mut(i).is_some_and(|w| {
+                w.settle(d.record.offset, worker, d.delivery_count, true)
+                    .is_ok()
+            });
+            if settled {
+                st.dirty[i] = true;
+            }
+            settled
+        };
+        if settled {
+            Ok(())
+        } else {
+            Err(Error::NotLeased {
+                topic: d.record.topic.to_string(),
+                partition: d.record.partition,
+                offset: d.record.offset,
+            })
+        }
+    }
+
     /// Settles leases of `worker`: all or none (a delivery not leased to it
     /// fails the call before anything changes).
     pub fn settle(&self, worker: u64, deliveries: &[&Delivery], how: Settle) -> Result<()> {

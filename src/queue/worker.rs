@@ -126,7 +126,7 @@ impl Worker {
     /// [`Error::NotLeased`] if the lease is no longer this worker's (it
     /// expired and the record went to another worker, or it was settled).
     pub fn ack(&mut self, delivery: &Delivery) -> Result<()> {
-        self.queue.settle(self.id, &[delivery], Settle::Ack)
+        self.queue.ack_one(self.id, delivery)
     }
 
     /// Acknowledges several records at once (all or none).
