@@ -390,9 +390,10 @@ impl Consumer {
     /// instead of returning owned records: no allocation and no reference
     /// counting per record (a `ConsumerRecord`'s value `Bytes` costs two
     /// atomic operations between its making and its drop, its key two
-    /// more), so 100 B records read about three times faster. Positions move past each record handed to `f`; copy
-    /// what must outlive the call. Returns the number of records handed
-    /// over (0 when `timeout` passed with nothing new).
+    /// more), so 100 B records read about three times faster. Positions
+    /// move past each record handed to `f`; copy what must outlive the
+    /// call. Returns the number of records handed over (0 when `timeout`
+    /// passed with nothing new).
     ///
     /// ```
     /// # use logbus::*;

@@ -97,7 +97,8 @@ pub(crate) fn decode_into(
     decode_into_at(fetched, topic, partition, from, max, at, out)
 }
 
-/// [`decode_into`] with a resume point (see [`visit`]).
+/// [`decode_into`] with a resume point (see [`visit`]), into a vector of
+/// records or of anything made around one in place ([`HoldsRecord`]).
 pub(crate) fn decode_into_at<T: HoldsRecord>(
     fetched: &FetchedBatches,
     topic: &Arc<str>,
@@ -394,9 +395,8 @@ fn sub_bytes(bytes: &Bytes, sub: &[u8]) -> Bytes {
 
 /// An upper bound on the records in the whole batches at the start of
 /// `bytes` (from their headers, no CRC check), at most `max`, for sizing
-/// the output once. Stops at the batch that reaches `max`: a 1 MiB fetch
-/// of which a poll takes 500 records would otherwise have every batch
-/// header read (a cache and TLB miss each).
+/// the output once. Stops at the batch that reaches `max`: a poll taking
+/// 500 records need not read every batch header of a 1 MiB fetch.
 fn record_count_hint(bytes: &[u8], max: usize) -> usize {
     // The smallest record: length, attributes, timestamp and offset deltas,
     // key and value lengths, header count, one byte each.
