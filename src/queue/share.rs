@@ -88,6 +88,9 @@ struct QueueState {
     persisted_start: Vec<u64>,
     /// Partition the next poll starts with, so none starves.
     next_partition: usize,
+    /// A poll is fetching this partition's new records without the lock:
+    /// other polls leave them to it.
+    fetching: Vec<bool>,
 }
 
 /// Registry of open queues, so two `open`s of one queue share its state.
@@ -160,6 +163,7 @@ impl WorkQueue {
                 dirty: vec![false; n],
                 persisted_start,
                 next_partition: 0,
+                fetching: vec![false; n],
             }),
             dead_letters,
             store,
@@ -275,7 +279,7 @@ impl QueueShared {
         let mut out = Vec::new();
         let mut dead: Vec<(usize, u64, u16)> = Vec::new();
         let mut state = self.state.lock();
-        let st = &mut *state;
+        let mut st = &mut *state;
         let mut released = false;
         for (i, w) in st.windows.iter_mut().enumerate() {
             let expired = w.expire(now, None);
@@ -312,16 +316,33 @@ impl QueueShared {
             let room = self.config.max_in_flight.saturating_sub(w.in_flight());
             let mut want = room.min(max - out.len());
             // A fetch stops at a segment's end: go on into the next one.
-            while want > 0 && w.next() < p.log_end() {
-                let from = w.next();
-                let fetched = p.fetch(from, 1 << 20)?;
+            while want > 0 && st.windows[i].next() < p.log_end() && !st.fetching[i] {
+                let from = st.windows[i].next();
+                // Fetched and decoded without the lock, so settles (one per
+                // record for workers acking each) go on meanwhile; the flag
+                // keeps other polls off this partition's new records. Only
+                // polls add to a window's end, so it is still `from` after,
+                // unless retention moved the whole window on (checked).
+                st.fetching[i] = true;
+                drop(state);
+                let fetching = FetchingGuard {
+                    state: &self.state,
+                    partition: i,
+                };
                 let before = out.len();
-                // Decoded straight into `out` as first deliveries; on an
-                // error `out` is dropped and none of them is leased.
-                let at = &mut partition::Resume::default();
-                let (topic, id) = (p.topic(), p.id());
-                let next =
-                    partition::decode_into_at(&fetched, topic, id, from, want, at, &mut out)?;
+                // Decoded straight into `out` as first deliveries.
+                let decoded = read_new(p, from, want, &mut out);
+                state = self.state.lock();
+                st = &mut *state;
+                st.fetching[i] = false;
+                std::mem::forget(fetching);
+                // On an error `out` is dropped and none of them is leased.
+                let next = decoded?;
+                let w = &mut st.windows[i];
+                if w.next() != from {
+                    out.truncate(before); // not leased: read again later
+                    break;
+                }
                 want -= out.len() - before;
                 for d in &out[before..] {
                     w.lease_new(d.record.offset, worker, until);
@@ -602,6 +623,29 @@ impl DeadReason {
             DeadReason::MaxDeliveries => b"max-deliveries",
         })
     }
+}
+
+/// Clears a partition's `fetching` flag if a fetch outside the state lock
+/// unwinds (a bug), so the partition's new records are not left to a poll
+/// that will never lease them. Forgotten on the normal path, which clears
+/// the flag under the lock it takes anyway.
+struct FetchingGuard<'a> {
+    state: &'a Mutex<QueueState>,
+    partition: usize,
+}
+
+impl Drop for FetchingGuard<'_> {
+    fn drop(&mut self) {
+        self.state.lock().fetching[self.partition] = false;
+    }
+}
+
+/// Appends the records of `p` from `from` on (at most `max`) to `out` as
+/// first deliveries; returns the offset after what was read.
+fn read_new(p: &PartitionShared, from: u64, max: usize, out: &mut Vec<Delivery>) -> Result<u64> {
+    let fetched = p.fetch(from, 1 << 20)?;
+    let at = &mut partition::Resume::default();
+    partition::decode_into_at(&fetched, p.topic(), p.id(), from, max, at, out)
 }
 
 /// Reads the records at `leased` offsets (sorted ascending) again.
