@@ -324,10 +324,7 @@ fn encode_batch_with<R: Borrow<Record>, const PLAIN: bool>(
     assert!(!records.is_empty(), "encode_batch: a batch needs a record");
     let base_ts = records[0].borrow().timestamp.unwrap_or(now_ms);
     let mut max_ts = base_ts;
-    let mut w = Writer {
-        buf: out,
-        pos: BATCH_HEADER_LEN,
-    };
+    let mut pos = BATCH_HEADER_LEN;
     for (i, r) in records.iter().enumerate() {
         let r = r.borrow();
         let ts = r.timestamp.unwrap_or(now_ms);
@@ -335,18 +332,17 @@ fn encode_batch_with<R: Borrow<Record>, const PLAIN: bool>(
         // Wrapping: decode adds it back with wrapping_add, so any pair of
         // i64 timestamps round-trips, as in Kafka's Java arithmetic.
         let ts_delta = ts.wrapping_sub(base_ts);
-        let offset_delta = i as i32;
-        let plain = match (&r.key, r.value.as_deref()) {
-            (None, Some(value)) if PLAIN && r.headers.is_empty() => {
-                w.put_plain(ts_delta, offset_delta, value)
-            }
-            _ => false,
-        };
-        if !plain {
-            w.put_record(r, ts_delta, offset_delta);
-        }
+        pos = put_parts_with::<PLAIN>(
+            out,
+            pos,
+            r.key.as_deref(),
+            r.value.as_deref(),
+            &r.headers,
+            ts_delta,
+            i as i32,
+        );
     }
-    let len = w.pos;
+    let len = pos;
     assert!(
         len - LOG_OVERHEAD <= i32::MAX as usize,
         "encode_batch: batch larger than i32::MAX bytes"
@@ -516,9 +512,26 @@ pub(crate) fn put_record_parts(
     ts_delta: i64,
     offset_delta: i32,
 ) -> usize {
+    put_parts_with::<true>(out, pos, key, value, headers, ts_delta, offset_delta)
+}
+
+/// [`put_record_parts`]; `PLAIN = false` always takes the field-by-field
+/// path (the reference the fast path is tested against).
+#[inline(always)]
+fn put_parts_with<const PLAIN: bool>(
+    out: &mut [u8],
+    pos: usize,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[Header],
+    ts_delta: i64,
+    offset_delta: i32,
+) -> usize {
     let mut w = Writer { buf: out, pos };
     let plain = match (key, value) {
-        (None, Some(value)) if headers.is_empty() => w.put_plain(ts_delta, offset_delta, value),
+        (None, Some(value)) if PLAIN && headers.is_empty() => {
+            w.put_plain(ts_delta, offset_delta, value)
+        }
         _ => false,
     };
     if !plain {
@@ -543,18 +556,6 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    /// Any record, field by field.
-    #[inline]
-    fn put_record(&mut self, r: &Record, ts_delta: i64, offset_delta: i32) {
-        self.put_parts(
-            r.key.as_deref(),
-            r.value.as_deref(),
-            &r.headers,
-            ts_delta,
-            offset_delta,
-        );
-    }
-
     /// A record given by its parts, field by field.
     #[inline]
     fn put_parts(
@@ -581,7 +582,7 @@ impl Writer<'_> {
 
     /// The common record, with no key and no headers, a value under 4 KiB
     /// and a one-byte timestamp delta, in one bounds check: the same bytes
-    /// as [`put_record`](Self::put_record) (a test holds them equal) at a
+    /// as [`put_parts`](Self::put_parts) (a test holds them equal) at a
     /// quarter of the instructions. Returns false, having written nothing,
     /// for any other record.
     #[inline(always)]
