@@ -313,7 +313,7 @@ impl<'p> BatchBuilder<'p> {
         if self.buf.len() < self.pos + bound {
             self.grow(bound);
         }
-        let end = record::put_record_parts(
+        let end = record::put_record_parts::<true>(
             &mut self.buf,
             self.pos,
             key,

@@ -332,7 +332,7 @@ fn encode_batch_with<R: Borrow<Record>, const PLAIN: bool>(
         // Wrapping: decode adds it back with wrapping_add, so any pair of
         // i64 timestamps round-trips, as in Kafka's Java arithmetic.
         let ts_delta = ts.wrapping_sub(base_ts);
-        pos = put_parts_with::<PLAIN>(
+        pos = put_record_parts::<PLAIN>(
             out,
             pos,
             r.key.as_deref(),
@@ -497,28 +497,15 @@ pub(crate) fn record_size_bound(
 }
 
 /// Encodes one record, length prefix included, at `out[pos..]` and
-/// returns the position after it. The fast path (no key, no headers,
-/// small value and deltas) and the general one write the same bytes.
+/// returns the position after it. With `PLAIN`, the fast path (no key, no
+/// headers, small value and deltas) writes the same bytes as the general
+/// one; `PLAIN = false` always takes the field-by-field path (the
+/// reference the fast path is tested against).
 ///
 /// # Panics
 /// If `out` has fewer than [`record_size_bound`] bytes after `pos`.
 #[inline(always)]
-pub(crate) fn put_record_parts(
-    out: &mut [u8],
-    pos: usize,
-    key: Option<&[u8]>,
-    value: Option<&[u8]>,
-    headers: &[Header],
-    ts_delta: i64,
-    offset_delta: i32,
-) -> usize {
-    put_parts_with::<true>(out, pos, key, value, headers, ts_delta, offset_delta)
-}
-
-/// [`put_record_parts`]; `PLAIN = false` always takes the field-by-field
-/// path (the reference the fast path is tested against).
-#[inline(always)]
-fn put_parts_with<const PLAIN: bool>(
+pub(crate) fn put_record_parts<const PLAIN: bool>(
     out: &mut [u8],
     pos: usize,
     key: Option<&[u8]>,

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use logbus::{
-    ConsumerConfig, Durability, Log, LogConfig, Partition, Producer, Record, TopicPartition,
+    ConsumerConfig, Durability, Log, LogConfig, Partition, Producer, Record, TopicConfig,
+    TopicPartition,
 };
 
 use crate::table::{Sample, lat_of};
@@ -18,6 +19,14 @@ pub const BATCH: usize = 1000;
 
 pub fn open_log(dir: &Path, durability: Durability) -> Log {
     Log::open(dir, LogConfig::default().durability(durability)).expect("open log")
+}
+
+/// [`open_log`] with one topic `t` of one partition: what most rows append to.
+pub fn one_partition_log(dir: &Path, durability: Durability) -> Log {
+    let log = open_log(dir, durability);
+    log.create_topic("t", TopicConfig::new(1))
+        .expect("create topic");
+    log
 }
 
 fn payload(size: usize) -> Bytes {

@@ -368,8 +368,7 @@ fn logbus_batch(c: &Ctx<'_>, t: &mut Table, size: usize) {
     let l = label(size);
     let n = c.n(size);
     let d = TempDir::new(c.dir, &format!("batch{size}"));
-    let log = open_log(d.path(), Durability::Os);
-    log.create_topic("t", TopicConfig::new(1)).unwrap();
+    let log = lb::one_partition_log(d.path(), Durability::Os);
     let producer = log.producer("t").unwrap();
     t.add(
         row(
@@ -383,8 +382,7 @@ fn logbus_batch(c: &Ctx<'_>, t: &mut Table, size: usize) {
     );
     {
         let d = TempDir::new(c.dir, &format!("builder{size}"));
-        let log = open_log(d.path(), Durability::Os);
-        log.create_topic("t", TopicConfig::new(1)).unwrap();
+        let log = lb::one_partition_log(d.path(), Durability::Os);
         let producer = log.producer("t").unwrap();
         t.add(
             row(
@@ -535,8 +533,7 @@ fn latency(c: &Ctx<'_>, t: &mut Table) {
         raw::channel_latency(c.o.latency_records, every),
     );
     let d = TempDir::new(c.dir, "latency");
-    let log = open_log(d.path(), Durability::Os);
-    log.create_topic("t", TopicConfig::new(1)).unwrap();
+    let log = lb::one_partition_log(d.path(), Durability::Os);
     let note = format!(
         "one send() every {} us; consumer blocked in poll",
         c.o.latency_every_us
@@ -682,8 +679,7 @@ fn sync(c: &Ctx<'_>, t: &mut Table) {
     }
     for (threads, reference) in [(1usize, FS1), (4, FS4)] {
         let d = TempDir::new(c.dir, "always");
-        let log = open_log(d.path(), Durability::Always);
-        log.create_topic("t", TopicConfig::new(1)).unwrap();
+        let log = lb::one_partition_log(d.path(), Durability::Always);
         let producer = log.producer("t").unwrap();
         let name = format!(
             "logbus send() Always, {threads} thread{}",
@@ -698,8 +694,7 @@ fn sync(c: &Ctx<'_>, t: &mut Table) {
         log.close().unwrap();
     }
     let d = TempDir::new(c.dir, "always");
-    let log = open_log(d.path(), Durability::Always);
-    log.create_topic("t", TopicConfig::new(1)).unwrap();
+    let log = lb::one_partition_log(d.path(), Durability::Always);
     let producer = log.producer("t").unwrap();
     let note = format!("1 thread; x ref = over '{FS1000}'");
     t.add(
