@@ -425,22 +425,29 @@ impl Segment {
     }
 
     /// fdatasync of the `.log` file. It opens the file: a segment keeps no
-    /// descriptor (the map does not need one; the writer has its own), and
-    /// fdatasync covers the inode's dirty pages whichever descriptor asks.
+    /// descriptor (the map does not need one; the writer has its own).
     pub fn sync(&self) -> Result<()> {
-        let file = match File::open(&self.log_path) {
-            Ok(file) => file,
-            // Retention or the cleaner made this segment durable, then
-            // deleted or replaced it (see `retire`): nothing left to sync.
+        match self.open_for_sync()? {
+            Some(file) => crate::io::fdatasync(&file, &self.log_path),
+            None => Ok(()),
+        }
+    }
+
+    /// Opens the `.log` file for `fdatasync`, read-only: fdatasync covers
+    /// the inode's dirty pages whichever descriptor asks. `None` when there
+    /// is nothing left to sync: retention or the cleaner made this segment
+    /// durable, then deleted or replaced it (see `retire`).
+    pub fn open_for_sync(&self) -> Result<Option<File>> {
+        match File::open(&self.log_path) {
+            Ok(file) => Ok(Some(file)),
             Err(e)
                 if e.kind() == std::io::ErrorKind::NotFound
                     && self.sealed_durable.load(Ordering::Acquire) =>
             {
-                return Ok(());
+                Ok(None)
             }
-            Err(e) => return Err(Error::io(&self.log_path, e)),
-        };
-        crate::io::fdatasync(&file, &self.log_path)
+            Err(e) => Err(Error::io(&self.log_path, e)),
+        }
     }
 
     /// The paths of the segment's three files: `.log`, `.index`, `.timeindex`.

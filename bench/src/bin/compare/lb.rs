@@ -78,6 +78,7 @@ pub fn append_builder(producer: &Producer, records: u64, size: usize) -> Sample 
 pub fn single_sends(
     producer: &Producer,
     records: u64,
+    size: usize,
     threads: usize,
     partition: impl Fn(usize) -> Option<u32> + Sync,
     measure_latency: bool,
@@ -91,7 +92,7 @@ pub fn single_sends(
                 let barrier = &barrier;
                 let part = partition(t);
                 s.spawn(move || {
-                    let value = payload(100);
+                    let value = payload(size);
                     let mut lat = Vec::new();
                     if measure_latency {
                         lat.reserve(per as usize / 16 + 1);

@@ -196,7 +196,7 @@ const WORKLOADS: &[Workload] = &[
     },
     Workload {
         group: "single",
-        what: "logbus send() 100 B from 1 and 4 threads",
+        what: "logbus send() 100 B from 1 and 4 threads, 1 KiB from 1",
         run: single,
     },
     Workload {
@@ -480,37 +480,49 @@ fn logbus_batch(c: &Ctx<'_>, t: &mut Table, size: usize) {
 }
 
 fn single(c: &Ctx<'_>, t: &mut Table) {
-    let cases: [(&str, u32, usize, &str); 3] = [
+    let cases: [(&str, usize, u32, usize, &str); 4] = [
         (
-            "logbus send(), 1 thread",
+            "logbus send(), 1 thread, 100 B",
+            100,
             1,
             1,
             "p50/p99 = send() call time, 1 in 16 sampled",
         ),
         (
-            "logbus send(), 4 threads, own partition",
+            "logbus send(), 4 threads, own partition, 100 B",
+            100,
             4,
             4,
             "thread i -> partition i; p50/p99 = send() time",
         ),
         (
-            "logbus send(), 4 threads, keyless",
+            "logbus send(), 4 threads, keyless, 100 B",
+            100,
             4,
             4,
             "one shared Producer, sticky keyless partitioner",
         ),
+        (
+            "logbus send(), 1 thread, 1 KiB",
+            1024,
+            1,
+            1,
+            "p50/p99 = send() call time, 1 in 16 sampled",
+        ),
     ];
-    for (i, (name, partitions, threads, note)) in cases.into_iter().enumerate() {
+    for (i, (name, size, partitions, threads, note)) in cases.into_iter().enumerate() {
         let d = TempDir::new(c.dir, "single");
         let log = open_log(d.path(), Durability::Os);
         log.create_topic("t", TopicConfig::new(partitions)).unwrap();
         let producer = log.producer("t").unwrap();
+        let n = c.n(size);
         let s = match i {
-            0 => lb::single_sends(&producer, c.n100, threads, |_| Some(0), true),
-            1 => lb::single_sends(&producer, c.n100, threads, |i| Some(i as u32), true),
-            _ => lb::single_sends(&producer, c.n100, threads, |_| None, true),
+            1 => lb::single_sends(&producer, n, size, threads, |i| Some(i as u32), true),
+            2 => lb::single_sends(&producer, n, size, threads, |_| None, true),
+            _ => lb::single_sends(&producer, n, size, threads, |_| Some(0), true),
         };
-        t.add(row(Section::Single, name, 100, Some(W100), note), s);
+        let reference = if size == 100 { W100 } else { W1K };
+        t.add(row(Section::Single, name, size, Some(reference), note), s);
         log.close().unwrap();
     }
 }
@@ -689,7 +701,7 @@ fn sync(c: &Ctx<'_>, t: &mut Table) {
             format!("1 partition, group commit; x ref = over '{reference}'; p50/p99 = send()");
         t.add(
             row(sd, &name, 100, Some(reference), &note),
-            lb::single_sends(&producer, n, threads, |_| Some(0), true),
+            lb::single_sends(&producer, n, 100, threads, |_| Some(0), true),
         );
         log.close().unwrap();
     }

@@ -77,7 +77,7 @@ impl Section {
             Section::Read100 => "read all in order, 100 B (page cache warm)",
             Section::Append1k => "append 1 KiB (no fsync)",
             Section::Read1k => "read all in order, 1 KiB (page cache warm)",
-            Section::Single => "single send(), 100 B",
+            Section::Single => "single send(), no fsync",
             Section::Latency => "produce -> consume, 100 B",
             Section::Group => "consumer group of 4 / work queue with 4 workers, 100 B (read all)",
             Section::Durable => "durable append, 100 B",
