@@ -705,21 +705,25 @@ fn sync(c: &Ctx<'_>, t: &mut Table) {
         );
         log.close().unwrap();
     }
-    let d = TempDir::new(c.dir, "always");
-    let log = lb::one_partition_log(d.path(), Durability::Always);
-    let producer = log.producer("t").unwrap();
     let note = format!("1 thread; x ref = over '{FS1000}'");
-    t.add(
-        row(
-            sd,
-            "logbus send_batch(1000) Always, 1 thread",
-            100,
-            Some(FS1000),
-            &note,
-        ),
-        lb::append_batches(&producer, nb, 100),
-    );
-    log.close().unwrap();
+    for builder in [false, true] {
+        let d = TempDir::new(c.dir, "always");
+        let log = lb::one_partition_log(d.path(), Durability::Always);
+        let producer = log.producer("t").unwrap();
+        let (name, sample) = if builder {
+            (
+                "logbus BatchBuilder(1000) Always, 1 thread",
+                lb::append_builder(&producer, nb, 100),
+            )
+        } else {
+            (
+                "logbus send_batch(1000) Always, 1 thread",
+                lb::append_batches(&producer, nb, 100),
+            )
+        };
+        t.add(row(sd, name, 100, Some(FS1000), &note), sample);
+        log.close().unwrap();
+    }
 }
 
 fn open(c: &Ctx<'_>, t: &mut Table) {
