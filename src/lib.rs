@@ -16,7 +16,9 @@
 //! let mut consumer = log.consumer(ConsumerConfig::default());
 //! consumer.assign(&[TopicPartition::new("greetings", 0)])?;
 //! let records = consumer.poll(Duration::from_secs(1))?;
-//! assert_eq!(records[0].key.as_deref(), Some(&b"en"[..]));
+//! for r in &records {
+//!     assert_eq!((r.key, r.value), (Some(&b"en"[..]), Some(&b"hello"[..])));
+//! }
 //! log.close()?;
 //! # std::fs::remove_dir_all(&dir).ok();
 //! # Ok::<(), logbus::Error>(())
@@ -31,7 +33,9 @@
 //!   `index` (`.index`/`.timeindex`), `segment` (one `.log` file, read
 //!   side), `writer` (appends), `open` (opening and recovering a segment),
 //!   and loading a partition directory.
-//! - `producer`, `consumer` — the client API.
+//! - `producer`, `consumer` — the client API; `consumer_records` — what a
+//!   poll returns (`ConsumerRecords`: fetched bytes plus a compact entry per
+//!   record, lent as `PolledRecord`s).
 //! - `group` — consumer groups: assignors, the in-process coordinator,
 //!   committed offsets (`__consumer_offsets`), the member handle, admin.
 //! - `queue` — work queues (share groups): leases, acks, dead letters,
@@ -62,6 +66,7 @@ mod batch;
 mod compaction;
 mod config;
 mod consumer;
+mod consumer_records;
 mod db;
 mod error;
 #[cfg(feature = "fuzzing")]
@@ -96,6 +101,7 @@ pub use config::{
     CleanupPolicy, Clock, Durability, LogConfig, ManualClock, OffsetReset, SystemClock, TopicConfig,
 };
 pub use consumer::{Consumer, ConsumerConfig, OffsetAndTimestamp, TopicPartition, Waker};
+pub use consumer_records::{ConsumerRecords, PolledRecord, RecordsIntoIter, RecordsIter};
 pub use db::{FORMAT_VERSION, Log, RecoveryReport};
 pub use error::{Error, Result};
 pub use group::{

@@ -10,8 +10,8 @@ use super::offsets::{self, MAX_STRING, OffsetAndMetadata};
 use crate::consumer::{Consumer, TopicPartition, Waker};
 use crate::db::Log;
 use crate::error::{Error, Result};
+use crate::consumer_records::ConsumerRecords;
 use crate::log::record::RecordView;
-use crate::record::ConsumerRecord;
 
 /// Called by [`ConsumerGroup::poll`] (and [`poll_each`](ConsumerGroup::poll_each))
 /// when the member's partitions change.
@@ -120,7 +120,7 @@ impl RebalanceContext<'_> {
 /// let records = billing.poll(Duration::from_secs(1))?;
 /// assert_eq!(records.len(), 1);
 /// billing.commit()?; // the group resumes after this record next time
-/// let tp = TopicPartition::new("orders", records[0].partition);
+/// let tp = TopicPartition::new("orders", records.get(0).unwrap().partition);
 /// assert_eq!(billing.committed(&tp).map(|c| c.offset), Some(1));
 /// billing.leave()?;
 /// # drop(log); std::fs::remove_dir_all(&dir).ok();
@@ -261,8 +261,8 @@ impl ConsumerGroup {
     /// # Errors
     /// [`Error::Wakeup`]; [`Error::Fenced`] if a newer member took this
     /// one's static instance id; as [`Consumer::poll`] otherwise.
-    pub fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
-        let mut records = Vec::new();
+    pub fn poll(&mut self, timeout: Duration) -> Result<ConsumerRecords> {
+        let mut records = ConsumerRecords::empty();
         self.poll_with(timeout, |consumer| {
             records = consumer.fetch_once()?;
             Ok(records.len())

@@ -1178,16 +1178,29 @@ impl<'a> RecordView<'a> {
 
     /// The headers, in order, as (key, value).
     pub fn headers(&self) -> impl Iterator<Item = (&'a str, Option<&'a [u8]>)> + 'a {
-        let headers = self.headers;
-        HeaderFields::new(headers, 0..headers.len(), self.header_count as usize).map(
-            move |(k, v)| {
-                (
-                    std::str::from_utf8(&headers[k]).unwrap_or(""),
-                    v.map(|v| &headers[v]),
-                )
-            },
-        )
+        header_pairs(self.headers, self.header_count)
     }
+
+    /// The encoded headers after their count, and the count: what
+    /// [`header_pairs`] reads back (`ConsumerRecords` keeps their range).
+    #[inline(always)]
+    pub(crate) fn raw_headers(&self) -> (&'a [u8], u32) {
+        (self.headers, self.header_count)
+    }
+}
+
+/// The headers of a record as (key, value), from its encoded headers after
+/// their count (validated when the record was decoded) and that count.
+pub(crate) fn header_pairs(
+    headers: &[u8],
+    count: u32,
+) -> impl Iterator<Item = (&str, Option<&[u8]>)> + '_ {
+    HeaderFields::new(headers, 0..headers.len(), count as usize).map(move |(k, v)| {
+        (
+            std::str::from_utf8(&headers[k]).unwrap_or(""),
+            v.map(|v| &headers[v]),
+        )
+    })
 }
 
 /// Borrowing iterator over the records of one whole, valid batch.

@@ -1,6 +1,7 @@
 //! The read side of a partition: fetched batches, the borrowing record
-//! iterator over them, and the decoder that turns them into owned
-//! [`ConsumerRecord`]s for `poll`.
+//! iterator over them ([`visit`], which `Consumer::poll` records into a
+//! `ConsumerRecords`), and the decoder that turns them into owned
+//! [`ConsumerRecord`]s for `Partition::read` and the work queue.
 
 use std::path::Path;
 use std::sync::{Arc, Weak};
@@ -74,7 +75,14 @@ impl FetchedBatches {
         }
     }
 
-    fn path(&self) -> &Path {
+    /// An upper bound on the records in these batches, at most `max` (see
+    /// [`record_count_hint`]), to size an output once.
+    pub(crate) fn record_count_hint(&self, max: usize) -> usize {
+        record_count_hint(&self.bytes, max)
+    }
+
+    /// The segment file the bytes came from ("" if none), for errors.
+    pub(crate) fn path(&self) -> &Path {
         self.segment
             .as_ref()
             .map_or(Path::new(""), |s| s.log_path())
