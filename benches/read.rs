@@ -47,10 +47,10 @@ fn read(c: &mut Criterion) {
         consumer.assign(std::slice::from_ref(&tp)).unwrap();
         b.iter(|| {
             let records = consumer.poll(Duration::ZERO).unwrap();
-            let last = records.last().map_or(0, |r| r.offset);
-            let mut sum = 0usize;
+            let (mut last, mut sum) = (0, 0usize);
             for r in &records {
-                sum += r.value.as_ref().map_or(0, |v| v.len());
+                last = r.offset;
+                sum += r.value.map_or(0, <[u8]>::len);
             }
             if last + 1 >= RECORDS {
                 consumer.seek(&tp, 0).unwrap();

@@ -1,8 +1,9 @@
 //! Read-path figures for profiling and A/B runs (no assertions on time):
 //!
 //! - `read [passes] [size] [records]`: fills one partition (`send_batch` of
-//!   1000), then reads it `passes` times with `Consumer::poll` (or with
-//!   `poll_each` when `EACH=1`), printing each pass's wall and thread-CPU
+//!   1000), then reads it `passes` times with `Consumer::poll`, iterating
+//!   the `ConsumerRecords` by reference (by value, owned records, when
+//!   `OWNED=1`; with `poll_each` when `EACH=1`), printing each pass's wall and thread-CPU
 //!   time per record (the first pass also maps the segment's pages) and the
 //!   best. `MPR=n` sets `max_poll_records` (default 10000).
 //! - `latency [spin_us] [every_us] [records]`: one `send` every `every_us`,
@@ -56,6 +57,7 @@ fn read(passes: usize, size: usize, n: u64) {
     }
     let max_poll_records = std::env::var("MPR").map_or(10_000, |s| s.parse().expect("MPR"));
     let each = std::env::var_os("EACH").is_some();
+    let owned = std::env::var_os("OWNED").is_some();
     let (mut best, mut best_cpu) = (f64::MAX, f64::MAX);
     for pass in 1..=passes {
         let mut c = log.consumer(ConsumerConfig::default().max_poll_records(max_poll_records));
@@ -72,10 +74,18 @@ fn read(passes: usize, size: usize, n: u64) {
                     next += 1;
                 })
                 .expect("poll_each");
+            } else if owned {
+                for r in c.poll(Duration::from_millis(200)).expect("poll") {
+                    assert_eq!(r.offset, next);
+                    let v = r.value.as_deref().expect("value");
+                    sum += v.len() as u64;
+                    touch ^= v[v.len() - 1];
+                    next += 1;
+                }
             } else {
                 for r in &c.poll(Duration::from_millis(200)).expect("poll") {
                     assert_eq!(r.offset, next);
-                    let v = r.value.as_deref().expect("value");
+                    let v = r.value.expect("value");
                     sum += v.len() as u64;
                     touch ^= v[v.len() - 1];
                     next += 1;
@@ -94,7 +104,13 @@ fn read(passes: usize, size: usize, n: u64) {
     }
     println!(
         "{} {size} B, max_poll_records {max_poll_records}: best {:.1} M records/s, {:.2} ns/record cpu",
-        if each { "poll_each" } else { "poll" },
+        if each {
+            "poll_each"
+        } else if owned {
+            "poll (owned records)"
+        } else {
+            "poll"
+        },
         n as f64 / best / 1e6,
         best_cpu * 1e9 / n as f64
     );

@@ -198,7 +198,7 @@ fn a_send_wakes_a_consumer_parked_in_poll() {
             assert!(waited < TIMEOUT, "round {round}: poll waited {waited:?}");
             assert_eq!(records.len(), 1, "round {round}");
             assert_eq!(
-                records[0].value.as_deref(),
+                records.get(0).unwrap().value,
                 Some(format!("round-{round}").as_bytes())
             );
         }

@@ -473,7 +473,7 @@ fn offsets_out_of_range_and_reset_policies() {
     assert!(consumer.poll(Duration::from_millis(10)).unwrap().is_empty());
     consumer.seek(&t0, 3).unwrap();
     assert_eq!(
-        consumer.poll(Duration::from_millis(10)).unwrap()[0].offset,
+        consumer.poll(Duration::from_millis(10)).unwrap().get(0).unwrap().offset,
         3
     );
 
@@ -499,7 +499,7 @@ fn offsets_out_of_range_and_reset_policies() {
     let got = consumer.poll(Duration::from_secs(5)).unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(
-        (got[0].offset, got[0].value.as_deref()),
+        (got.get(0).unwrap().offset, got.get(0).unwrap().value),
         (10, Some(&b"new"[..]))
     );
     log.close().unwrap();

@@ -261,6 +261,18 @@ fn stored_of(r: &ConsumerRecord) -> Stored {
     }
 }
 
+fn stored_of_polled(r: &PolledRecord<'_>) -> Stored {
+    Stored {
+        key: r.key.map(<[u8]>::to_vec),
+        value: r.value.map(<[u8]>::to_vec),
+        timestamp: r.timestamp,
+        headers: r
+            .headers()
+            .map(|(k, v)| (k.to_owned(), v.map(<[u8]>::to_vec)))
+            .collect(),
+    }
+}
+
 /// Every partition holds exactly the model's records (read through
 /// `FetchedBatches::records`, CRC-checked).
 fn assert_all_stored(real: &Real, model: &Model) {
@@ -387,13 +399,14 @@ fn run(ops: &[Op]) {
                     assert_eq!(r.offset, *pos, "poll order in {}/{}", r.topic, r.partition);
                     let want = &model.records[&(topic, r.partition)][r.offset as usize];
                     assert_eq!(
-                        &stored_of(r),
+                        &stored_of_polled(&r),
                         want,
                         "record at {}/{}/{}",
                         r.topic,
                         r.partition,
                         r.offset
                     );
+                    assert_eq!(&stored_of(&r.to_owned()), want, "owned {}", r.offset);
                     *pos += 1;
                 }
             }

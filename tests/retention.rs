@@ -197,7 +197,7 @@ fn log_start_survives_reopen_and_consumers_reset() {
     c.assign(std::slice::from_ref(&tp)).unwrap();
     c.seek(&tp, 0).unwrap();
     let got = c.poll(Duration::from_millis(100)).unwrap();
-    assert_eq!(got.first().map(|r| r.offset), Some(start));
+    assert_eq!(got.get(0).map(|r| r.offset), Some(start));
     // Policy none: the error names the new start.
     let mut c = log.consumer(ConsumerConfig::default().offset_reset(OffsetReset::None));
     c.assign(std::slice::from_ref(&tp)).unwrap();

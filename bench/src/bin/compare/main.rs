@@ -405,7 +405,20 @@ fn logbus_batch(c: &Ctx<'_>, t: &mut Table, size: usize) {
             &format!("logbus Consumer::poll, {l}"),
             size,
             Some(r),
-            "owned records, max_poll_records 10000",
+            "borrowed records (for r in &records), max_poll_records 10000",
+        ),
+        s,
+    );
+    let a0 = alloc::count();
+    let s = lb::read_consumer_owned(&log, "t", n);
+    let owned_allocs = (alloc::count() - a0) as f64 / n as f64;
+    t.add(
+        row(
+            sr,
+            &format!("logbus Consumer::poll, owned records (into_iter), {l}"),
+            size,
+            Some(r),
+            "for r in records: ConsumerRecord, max_poll_records 10000",
         ),
         s,
     );
@@ -456,6 +469,16 @@ fn logbus_batch(c: &Ctx<'_>, t: &mut Table, size: usize) {
             "value = heap allocations / records, reading thread",
         ),
         Sample::value(poll_allocs),
+    );
+    t.add(
+        row(
+            Section::Memory,
+            &format!("allocations per record, Consumer::poll owned (into_iter), {l}"),
+            size,
+            None,
+            "value = heap allocations / records, reading thread",
+        ),
+        Sample::value(owned_allocs),
     );
     t.add(
         row(
