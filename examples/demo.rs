@@ -150,7 +150,7 @@ fn main() {
                             ));
                         }
                         next_offset[p] = r.offset + 1;
-                        let v = r.value.as_deref().unwrap_or(&[]);
+                        let v = r.value.unwrap_or(&[]);
                         if v.len() != VALUE_LEN {
                             seen.errors
                                 .push(format!("partition {p} offset {}: bad value", r.offset));

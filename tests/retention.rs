@@ -242,7 +242,7 @@ fn bytes_held_from_deleted_segments_stay_valid() {
         assert_eq!(r.value.as_deref(), Some(&value(r.offset)[..]));
     }
     for r in &polled {
-        assert_eq!(r.value.as_deref(), Some(&value(r.offset)[..]));
+        assert_eq!(r.value, Some(&value(r.offset)[..]));
     }
     assert_eq!(&fetched.bytes[..], &copy[..]);
     let offsets: Vec<u64> = fetched.records().map(|r| r.unwrap().offset).collect();
