@@ -97,7 +97,10 @@ struct Span {
 const NONE: u32 = u32::MAX;
 
 impl Span {
-    const ABSENT: Span = Span { start: NONE, len: 0 };
+    const ABSENT: Span = Span {
+        start: NONE,
+        len: 0,
+    };
 
     /// The span of `field`, a subslice of the bytes starting at `base`
     /// (fewer than `NONE` of them).
@@ -238,7 +241,9 @@ impl ConsumerRecords {
     /// ```
     pub fn get(&self, i: usize) -> Option<PolledRecord<'_>> {
         let entry = self.entries.get(i)?;
-        let part = self.parts.get(self.parts.partition_point(|p| p.entries.end <= i))?;
+        let part = self
+            .parts
+            .get(self.parts.partition_point(|p| p.entries.end <= i))?;
         Some(part.record(entry))
     }
 
@@ -554,7 +559,9 @@ impl std::iter::FusedIterator for RecordsIter<'_> {}
 
 impl fmt::Debug for RecordsIter<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RecordsIter").field("left", &self.left).finish()
+        f.debug_struct("RecordsIter")
+            .field("left", &self.left)
+            .finish()
     }
 }
 

@@ -268,7 +268,10 @@ fn partitions_and_records_per_partition() {
     assert!(records.get(15).is_none());
     // Debug names the partitions and counts, not the bytes.
     let debug = format!("{records:?}");
-    assert!(debug.contains("len: 15") && debug.contains("\"m-0\": 5"), "{debug}");
+    assert!(
+        debug.contains("len: 15") && debug.contains("\"m-0\": 5"),
+        "{debug}"
+    );
     assert!(!debug.contains("p0-0000"), "{debug}");
     let empty = ConsumerRecords::empty();
     assert!(empty.is_empty() && empty.get(0).is_none() && empty.iter().next().is_none());
@@ -289,7 +292,11 @@ fn max_poll_records_bounds_each_poll_and_positions_follow() {
         while seen.values().sum::<u64>() < 50 {
             let records = consumer.poll(WAIT).unwrap();
             polls += 1;
-            assert!(!records.is_empty() && records.len() <= max, "{max}: {}", records.len());
+            assert!(
+                !records.is_empty() && records.len() <= max,
+                "{max}: {}",
+                records.len()
+            );
             for r in &records {
                 let next = seen.entry(r.partition).or_default();
                 assert_eq!(r.offset, *next, "max {max}: in order, none skipped");
@@ -314,7 +321,11 @@ fn max_poll_records_bounds_each_poll_and_positions_follow() {
 #[test]
 fn records_held_across_appends_rolls_and_retention_stay_valid() {
     let dir = TempDir::new("records-held");
-    let log = Log::open(dir.path(), LogConfig::default().background_maintenance(false)).unwrap();
+    let log = Log::open(
+        dir.path(),
+        LogConfig::default().background_maintenance(false),
+    )
+    .unwrap();
     let config = TopicConfig::new(1)
         .segment_bytes(4096)
         .max_record_bytes(2048)
@@ -331,7 +342,11 @@ fn records_held_across_appends_rolls_and_retention_stay_valid() {
     };
     for i in 0..3 {
         producer
-            .send(Record::new(big(i)).key(format!("k{i}")).header("i", format!("{i}")))
+            .send(
+                Record::new(big(i))
+                    .key(format!("k{i}"))
+                    .header("i", format!("{i}")),
+            )
             .unwrap();
     }
     let mut consumer = log.consumer(ConsumerConfig::default());
@@ -352,14 +367,20 @@ fn records_held_across_appends_rolls_and_retention_stay_valid() {
     assert_eq!(after, before);
     for (i, r) in after.iter().enumerate() {
         assert_eq!(r.value.as_deref(), Some(&big(i as u64)[..]));
-        assert_eq!(r.headers, [("i".to_owned(), Some(format!("{i}").into_bytes()))]);
+        assert_eq!(
+            r.headers,
+            [("i".to_owned(), Some(format!("{i}").into_bytes()))]
+        );
     }
     // Owned records made now share the same (deleted) segment's bytes.
     let owned = held.into_vec();
     assert_eq!(owned.iter().map(of_owned).collect::<Vec<_>>(), before);
     // The consumer moves on past the deleted records (reset: earliest).
     let next = consumer.poll(WAIT).unwrap();
-    assert_eq!(next.get(0).map(|r| r.offset), Some(partition.log_start_offset()));
+    assert_eq!(
+        next.get(0).map(|r| r.offset),
+        Some(partition.log_start_offset())
+    );
     log.close().unwrap();
 }
 
@@ -380,7 +401,11 @@ fn group_poll_returns_the_same_records() {
     let mut polled = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while polled.len() < 60 {
-        assert!(std::time::Instant::now() < deadline, "{} of 60", polled.len());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of 60",
+            polled.len()
+        );
         polled.extend(check_paths(member.poll(WAIT).unwrap()));
     }
     assert_eq!(by_partition(polled), standalone);

@@ -473,7 +473,12 @@ fn offsets_out_of_range_and_reset_policies() {
     assert!(consumer.poll(Duration::from_millis(10)).unwrap().is_empty());
     consumer.seek(&t0, 3).unwrap();
     assert_eq!(
-        consumer.poll(Duration::from_millis(10)).unwrap().get(0).unwrap().offset,
+        consumer
+            .poll(Duration::from_millis(10))
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .offset,
         3
     );
 

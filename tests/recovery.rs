@@ -424,7 +424,10 @@ fn bit_flip_in_a_sealed_segment_fails_the_read() {
         let tp = TopicPartition::new("t", 0);
         consumer.assign(std::slice::from_ref(&tp)).unwrap();
         let poll = |consumer: &mut Consumer, timeout| consumer.poll(timeout).map(|r| r.into_vec());
-        expect_corrupt("Consumer::poll", poll(&mut consumer, Duration::from_millis(100)));
+        expect_corrupt(
+            "Consumer::poll",
+            poll(&mut consumer, Duration::from_millis(100)),
+        );
         // The position did not move past the damage.
         expect_corrupt(
             "Consumer::poll again",
@@ -441,7 +444,10 @@ fn bit_flip_in_a_sealed_segment_fails_the_read() {
         assert_eq!(got[0].offset, after_victim);
         assert_record(&got[0], after_victim, &sent[after_victim as usize].1);
         consumer.seek(&tp, after_victim).unwrap();
-        let got = consumer.poll(Duration::from_millis(100)).unwrap().into_vec();
+        let got = consumer
+            .poll(Duration::from_millis(100))
+            .unwrap()
+            .into_vec();
         assert_record(&got[0], after_victim, &sent[after_victim as usize].1);
         log.close().unwrap();
     }

@@ -8,9 +8,9 @@ use super::config::{GroupConfig, millis};
 use super::coordinator::{GroupCell, JoinRequest, Joined, MemberLink, Removal};
 use super::offsets::{self, MAX_STRING, OffsetAndMetadata};
 use crate::consumer::{Consumer, TopicPartition, Waker};
+use crate::consumer_records::ConsumerRecords;
 use crate::db::Log;
 use crate::error::{Error, Result};
-use crate::consumer_records::ConsumerRecords;
 use crate::log::record::RecordView;
 
 /// Called by [`ConsumerGroup::poll`] (and [`poll_each`](ConsumerGroup::poll_each))
