@@ -398,9 +398,10 @@ fn logbus_batch(c: &Ctx<'_>, t: &mut Table, size: usize) {
     }
     let p = log.topic("t").unwrap().partition(0).unwrap().clone();
     // Untimed: the first reader of the just-written log maps its pages (a
-    // minor fault per 4 KiB page, ~0.3 of the 100 B poll row's time); the
-    // rows below all read the mapped, warm segment, as a process that has
-    // been running does, and as the baseline read()s a warm page cache.
+    // minor fault per 4 KiB page: half the 100 B poll row's time in a run
+    // of 22:22); the rows below all read the mapped, warm segment, as a
+    // process that has been running does, and as the baseline read()s a
+    // warm page cache.
     std::hint::black_box(lb::read_fetch(&p, n));
     let a0 = alloc::count();
     let s = lb::read_consumer(&log, "t", n);
