@@ -4,7 +4,8 @@
 //! null values, explicit timestamps); `get`, `partitions` and `records(tp)`
 //! agree with iteration; `max_poll_records` bounds each poll; a container
 //! held across appends, rolls and retention deleting its segment still
-//! reads the same bytes; a group member's poll returns the same records.
+//! reads the same bytes; a group member's poll returns the same records;
+//! the container moves between threads.
 
 mod common;
 
@@ -415,4 +416,30 @@ fn group_poll_returns_the_same_records() {
     }
     member.leave().unwrap();
     log.close().unwrap();
+}
+
+/// A poll's records can move to (or be shared with) another thread, as a
+/// `Vec` of owned records could.
+#[test]
+fn records_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<ConsumerRecords>();
+    send_sync::<PolledRecord<'_>>();
+    send_sync::<RecordsIter<'_>>();
+    send_sync::<RecordsIntoIter>();
+    let dir = TempDir::new("records-send");
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    fill(&log, "s", 1, 3);
+    let mut consumer = log.consumer(ConsumerConfig::default());
+    consumer.assign(&[TopicPartition::new("s", 0)]).unwrap();
+    let records = consumer.poll(WAIT).unwrap();
+    let values = std::thread::spawn(move || {
+        records
+            .iter()
+            .map(|r| r.value.unwrap().to_vec())
+            .collect::<Vec<_>>()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(values, (0..3).map(|i| value(0, i)).collect::<Vec<_>>());
 }
