@@ -218,6 +218,13 @@ pub struct Consumer {
     /// Skip closed partitions instead of failing (group members: a deleted
     /// topic's partitions are taken away by a rebalance).
     pub(crate) skip_closed: bool,
+    /// An error a poll ran into after it had taken records from other
+    /// partitions: that poll returned the records, the next one returns
+    /// this (Kafka's `Fetcher` does the same), so records whose position
+    /// already moved are never dropped with the error. Dropped when the
+    /// assignment or a position changes: the failing partition's position
+    /// did not move past the failure, so a later poll meets it again.
+    deferred: Option<Error>,
 }
 
 impl Consumer {
@@ -235,6 +242,7 @@ impl Consumer {
             signal,
             next: 0,
             skip_closed: false,
+            deferred: None,
         }
     }
 
@@ -282,6 +290,7 @@ impl Consumer {
         }
         self.assigned = assigned;
         self.next = 0;
+        self.deferred = None;
         Ok(())
     }
 
@@ -307,6 +316,7 @@ impl Consumer {
     /// [`Error::NotAssigned`].
     pub fn seek(&mut self, tp: &TopicPartition, offset: u64) -> Result<()> {
         self.find(tp)?.position = Some(offset);
+        self.deferred = None;
         Ok(())
     }
 
@@ -319,6 +329,7 @@ impl Consumer {
             let a = self.find(tp)?;
             a.position = Some(a.partition.log_start_offset());
         }
+        self.deferred = None;
         Ok(())
     }
 
@@ -331,6 +342,7 @@ impl Consumer {
             let a = self.find(tp)?;
             a.position = Some(a.partition.log_end_offset());
         }
+        self.deferred = None;
         Ok(())
     }
 
@@ -379,7 +391,11 @@ impl Consumer {
     /// [`Error::OffsetOutOfRange`] or [`Error::NoOffset`] with
     /// `OffsetReset::None`; [`Error::Corrupt`] if a stored batch fails its
     /// CRC; [`Error::Closed`] if the log closed or a topic was deleted;
-    /// [`Error::Wakeup`] if [`Waker::wake`] was called.
+    /// [`Error::Wakeup`] if [`Waker::wake`] was called. A failing partition
+    /// keeps its position (before the damaged batch). If the poll had
+    /// already taken records from other partitions, it returns those and
+    /// the next poll returns the error (as Kafka's consumer does), unless
+    /// a seek or an assignment change comes first.
     pub fn poll(&mut self, timeout: Duration) -> Result<ConsumerRecords> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -519,6 +535,7 @@ impl Consumer {
             keep
         });
         self.next = 0;
+        self.deferred = None;
     }
 
     /// Positions known for the assigned partitions (none yet: not listed).
@@ -542,20 +559,38 @@ impl Consumer {
         &mut self,
         f: &mut impl FnMut(&TopicPartition, RecordView<'_>),
     ) -> Result<usize> {
+        if let Some(e) = self.deferred.take() {
+            return Err(e); // from a `poll` (see `fetch_once`)
+        }
         self.fetch_each(|tp, _, fetched, next, at, room| {
             partition::visit(fetched, room, next, at, |r| f(tp, r))
         })
     }
 
     /// One round of [`poll`](Self::poll) without waiting.
+    ///
+    /// An error after records were taken from other partitions is kept for
+    /// the next call and the records are returned: their positions have
+    /// moved past them, so dropping them with the error would lose them.
+    /// The failing partition's records from that fetch are not returned
+    /// and its position stays before them (`decode` adds nothing and
+    /// leaves `next` as it was on an error).
     pub(crate) fn fetch_once(&mut self) -> Result<ConsumerRecords> {
+        if let Some(e) = self.deferred.take() {
+            return Err(e);
+        }
         let mut out = ConsumerRecords::empty();
-        self.fetch_each(|tp, shared, fetched, next, at, room| {
-            // On an error the records decoded are dropped with `out`, and
-            // the position stays: they come again.
+        let fetched = self.fetch_each(|tp, shared, fetched, next, at, room| {
             out.decode(tp, shared.topic(), fetched, next, at, room)
-        })?;
-        Ok(out)
+        });
+        match fetched {
+            Ok(_) => Ok(out),
+            Err(e) if !out.is_empty() => {
+                self.deferred = Some(e);
+                Ok(out)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// One round over the assigned partitions (from `self.next`, so none
@@ -626,11 +661,15 @@ impl Consumer {
                 max - taken,
             );
             a.position = Some(next);
-            let n = result?;
+            let took = result.inspect_err(|_| {
+                // The next round starts after this partition, so a damaged
+                // batch here does not keep the others from being read.
+                self.next = (i + 1) % n;
+            })?;
             a.cursor = at
                 .stop
                 .and_then(|stop| partition::ReadCursor::new(&fetched, stop, next));
-            taken += n;
+            taken += took;
             if taken >= max {
                 self.next = (i + 1) % n;
                 break;

@@ -316,6 +316,24 @@ fn max_poll_records_bounds_each_poll_and_positions_follow() {
     }
 }
 
+/// Was: a poll that filled `max_poll_records` from one partition set the
+/// next poll's first partition modulo the records taken instead of the
+/// partitions assigned, so with `max_poll_records(1)` partition 0 was read
+/// until empty before any other (round robin lost).
+#[test]
+fn polls_that_fill_up_go_round_the_partitions() {
+    let dir = TempDir::new("records-round");
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    fill(&log, "m", 3, 4);
+    let tps: Vec<TopicPartition> = (0..3).map(|p| TopicPartition::new("m", p)).collect();
+    let mut consumer = log.consumer(ConsumerConfig::default().max_poll_records(1));
+    consumer.assign(&tps).unwrap();
+    let order: Vec<u32> = (0..6)
+        .map(|_| consumer.poll(WAIT).unwrap().get(0).unwrap().partition)
+        .collect();
+    assert_eq!(order, [0, 1, 2, 0, 1, 2]);
+}
+
 /// The container holds the fetched bytes (the mapped segment itself): they
 /// read the same after later appends, rolls, and retention deleting the
 /// segment's files.

@@ -1236,3 +1236,122 @@ fn internal_topics_damage_recovers_or_names_the_file() {
             .join("\n")
     );
 }
+
+/// Was: a poll that took partition 0's records and then met a damaged batch
+/// in partition 1 returned only the error, although partition 0's position
+/// had moved past its records: they were lost to the consumer. Now that
+/// poll returns them and the next poll returns the error (Kafka's
+/// `Fetcher` does the same); partition 1 stays before the damaged batch,
+/// its undamaged records before it not returned either, and nothing
+/// is lost.
+#[test]
+fn corruption_in_one_partition_does_not_drop_records_polled_from_another() {
+    let dir = TempDir::new("poll-keeps-taken");
+    let config = TopicConfig::new(2)
+        .retention_ms(None)
+        .segment_bytes(4096)
+        .max_record_bytes(1024)
+        // A clean open checks the batches after a sealed segment's last
+        // index entry only: keep the damaged one before it.
+        .index_interval_bytes(256);
+    {
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        log.create_topic("t", config).unwrap();
+        let producer = log.producer("t").unwrap();
+        for i in 0..5u32 {
+            producer
+                .send(Record::new(format!("p0-{i}")).partition(0))
+                .unwrap();
+        }
+        // Several batches (and segments) in partition 1.
+        for b in 0..20u32 {
+            let batch: Vec<Record> = (0..10u32)
+                .map(|i| Record::new(format!("p1-{b}-{i}-{}", "x".repeat(40))).partition(1))
+                .collect();
+            producer.send_batch(&batch).unwrap();
+        }
+        log.close().unwrap();
+    }
+    // Damage a value byte (covered by the CRC) of partition 1's second batch.
+    let seg = common::log_files(&dir.path().join("t").join("1"))[0].clone();
+    let bytes = std::fs::read(&seg).unwrap();
+    let victim = batch_spans(&bytes)[1];
+    assert_eq!(victim.base_offset, 10);
+    Damage::Flip {
+        at: (victim.start + victim.len - 10) as u64,
+        bit: 0,
+    }
+    .apply(&seg);
+
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let (p0, p1) = (TopicPartition::new("t", 0), TopicPartition::new("t", 1));
+    let check = |consumer: &mut Consumer| {
+        let records = consumer.poll(Duration::ZERO).unwrap();
+        let values: Vec<String> = records
+            .iter()
+            .map(|r| {
+                assert_eq!(r.partition, 0, "only partition 0's records");
+                String::from_utf8(r.value.unwrap().to_vec()).unwrap()
+            })
+            .collect();
+        assert_eq!(values, ["p0-0", "p0-1", "p0-2", "p0-3", "p0-4"]);
+        assert_eq!(consumer.position(&p0).unwrap(), 5);
+        assert_eq!(
+            consumer.position(&p1).unwrap(),
+            0,
+            "before the damaged fetch"
+        );
+        match consumer.poll(Duration::ZERO) {
+            Err(Error::Corrupt { path, .. }) => assert_eq!(path, seg),
+            other => panic!("{:?}", other.map(|r| r.len())),
+        }
+        // Still there: partition 1 did not move, and the error repeats.
+        assert_eq!(consumer.position(&p1).unwrap(), 0);
+        assert!(matches!(
+            consumer.poll(Duration::ZERO),
+            Err(Error::Corrupt { .. })
+        ));
+        assert_eq!(consumer.position(&p0).unwrap(), 5);
+    };
+    let mut consumer = log.consumer(ConsumerConfig::default());
+    consumer.assign(&[p0.clone(), p1.clone()]).unwrap();
+    check(&mut consumer);
+    // A seek past the damage drops nothing and reads on.
+    let mut consumer = log.consumer(ConsumerConfig::default());
+    consumer.assign(&[p0.clone(), p1.clone()]).unwrap();
+    let _ = consumer.poll(Duration::ZERO).unwrap();
+    consumer.seek(&p1, 20).unwrap();
+    let records = consumer.poll(Duration::ZERO).unwrap();
+    assert_eq!(records.iter().next().map(|r| r.offset), Some(20));
+
+    // The same through a consumer group (one member owns both partitions,
+    // in whichever order): partition 0's records come once, whole, and
+    // the error comes by itself.
+    let mut member = ConsumerGroup::join(
+        &log,
+        "g",
+        &["t"],
+        GroupConfig::default()
+            .auto_commit(false)
+            .offset_reset(OffsetReset::Earliest),
+    )
+    .unwrap();
+    let (mut values, mut errors) = (Vec::new(), 0);
+    for _ in 0..4 {
+        match member.poll(Duration::from_millis(200)) {
+            Ok(records) => values.extend(records.iter().map(|r| {
+                assert_eq!(r.partition, 0, "only partition 0's records");
+                r.offset
+            })),
+            Err(Error::Corrupt { path, .. }) => {
+                assert_eq!(path, seg);
+                errors += 1;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(values, [0, 1, 2, 3, 4]);
+    assert!(errors >= 2, "{errors}");
+    assert_eq!(member.position(&p0).unwrap(), 5);
+    assert_eq!(member.position(&p1).unwrap(), 0);
+}
