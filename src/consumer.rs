@@ -390,8 +390,10 @@ impl Consumer {
     /// # Errors
     /// [`Error::OffsetOutOfRange`] or [`Error::NoOffset`] with
     /// `OffsetReset::None`; [`Error::Corrupt`] if a stored batch fails its
-    /// CRC; [`Error::Closed`] if the log closed or a topic was deleted;
-    /// [`Error::Wakeup`] if [`Waker::wake`] was called. A failing partition
+    /// CRC or holds a malformed record (checked here, once per process per
+    /// batch, so iterating the records cannot fail); [`Error::Closed`] if
+    /// the log closed or a topic was deleted; [`Error::Wakeup`] if
+    /// [`Waker::wake`] was called. A failing partition
     /// keeps its position (before the damaged batch). If the poll had
     /// already taken records from other partitions, it returns those and
     /// the next poll returns the error (as Kafka's consumer does), unless
@@ -410,8 +412,10 @@ impl Consumer {
 
     /// Like [`poll`](Self::poll), but lends each record to `f`, with its
     /// partition, as a [`RecordView`] borrowed from the mapped segment
-    /// instead of returning them: no allocation at all, not even the one
-    /// per poll of the [`ConsumerRecords`] table. Positions
+    /// instead of returning them: no allocation at all (not even the
+    /// [`ConsumerRecords`]' small list of partitions), and each record is
+    /// decoded once, where `poll` walks the batches it starts or stops
+    /// inside once more. Positions
     /// move past each record handed to `f`; copy what must outlive the
     /// call. Returns the number of records handed over (0 when `timeout`
     /// passed with nothing new).
@@ -573,7 +577,7 @@ impl Consumer {
     /// the next call and the records are returned: their positions have
     /// moved past them, so dropping them with the error would lose them.
     /// The failing partition's records from that fetch are not returned
-    /// and its position stays before them (`decode` adds nothing and
+    /// and its position stays before them (`take` adds nothing and
     /// leaves `next` as it was on an error).
     pub(crate) fn fetch_once(&mut self) -> Result<ConsumerRecords> {
         if let Some(e) = self.deferred.take() {
@@ -581,7 +585,7 @@ impl Consumer {
         }
         let mut out = ConsumerRecords::empty();
         let fetched = self.fetch_each(|tp, shared, fetched, next, at, room| {
-            out.decode(tp, shared.topic(), fetched, next, at, room)
+            out.take(tp, shared.topic(), fetched, next, at, room)
         });
         match fetched {
             Ok(_) => Ok(out),

@@ -8,37 +8,42 @@
 //! and a 100 B record's whole read is a few tens of nanoseconds. Polls
 //! returning owned records read 100 B records at 0.50-0.64x the speed of a
 //! plain `read()` of the same file, while the borrowing
-//! [`poll_each`](crate::Consumer::poll_each) did 1.8x. A `ConsumerRecords`
-//! holds the fetched batch bytes (one reference-counted slice of the mapped
-//! segment per partition) and a 48-byte entry per record (offset,
-//! timestamp, where the key, value and headers are in those bytes): no
-//! atomic operation and no allocation per record. Iterating it by
-//! reference ([`iter`](ConsumerRecords::iter), `for r in &records`) lends
-//! [`PolledRecord`]s borrowed from those bytes; owned records are an
-//! explicit step ([`PolledRecord::to_owned`], `for r in records`,
-//! [`into_vec`](ConsumerRecords::into_vec)).
+//! [`poll_each`](crate::Consumer::poll_each) did 1.8x.
 //!
-//! Measured with `examples/read_bench.rs` (100 B records, 10 000 per poll,
-//! thread CPU per record, 2-core VM): borrowed iteration 15.5 ns, owned
-//! (`into_vec`, then by reference) 30 ns, the former `Vec` poll 20.4 ns,
-//! `poll_each` 9-11 ns. Owned records cost the entry table on top of
-//! what the `Vec` did: they are made by the owning decoder from the same
-//! bytes (in place; building them from the entries one by one took 36 ns).
+//! A `ConsumerRecords` is lazy: per partition it holds the fetched batch
+//! bytes (one reference-counted slice of the mapped segment), the offset
+//! to start from, the decoder state to resume inside the first batch and
+//! how many records it has. `poll` works per batch, not per record: it
+//! checks each batch (CRC and the structure of its records, once per
+//! process: see `record::check_records`), counts a whole batch from its
+//! header and moves the position to the batch's next offset; only a batch
+//! the poll starts or stops inside is walked record by record. Iterating
+//! by reference ([`iter`](ConsumerRecords::iter), `for r in &records`)
+//! decodes as it goes and lends [`PolledRecord`]s borrowed from those
+//! bytes (what `poll_each` lends, plus the partition); owned records are
+//! an explicit step ([`PolledRecord::to_owned`], `for r in records`,
+//! [`into_vec`](ConsumerRecords::into_vec)), made by the owning decoder in
+//! place over the same bytes, as `poll` made them when it returned a
+//! `Vec`. Decoding at iteration cannot fail: the batches were checked when
+//! polled, and a `Bytes` never changes (should it fail anyway, iteration
+//! ends early instead of panicking; debug builds assert).
+//!
+//! [`get`](ConsumerRecords::get) decodes the records of its partition up
+//! to the one asked for: O(records of that partition here), not O(1).
 //!
 //! The bytes are the mapped segment itself: holding a `ConsumerRecords`
 //! keeps that segment's map alive (not its file name), also after
 //! retention deleted the segment, until it is dropped.
 
 use std::fmt;
-use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::consumer::TopicPartition;
-use crate::error::{Error, Result};
-use crate::log::record::{RecordView, header_pairs};
-use crate::partition::{self, FetchedBatches, Resume};
+use crate::error::Result;
+use crate::log::record::{PartRecords, RecordView, Taken, header_pairs};
+use crate::partition::{FetchedBatches, Resume};
 use crate::record::{ConsumerRecord, Header, TopicName};
 
 /// The records one `poll` returned, from one or more partitions: in offset
@@ -72,10 +77,10 @@ use crate::record::{ConsumerRecord, Header, TopicName};
 /// ```
 #[derive(Clone, Default)]
 pub struct ConsumerRecords {
-    /// One per partition with records, in the order polled; their entry
-    /// ranges follow each other and cover `entries`.
+    /// One per partition with records, in the order polled.
     parts: Vec<Part>,
-    entries: Vec<Entry>,
+    /// The sum of the parts' counts.
+    len: usize,
 }
 
 /// The records of one partition in a [`ConsumerRecords`].
@@ -84,160 +89,32 @@ struct Part {
     tp: Arc<TopicPartition>,
     /// The topic's name as the partition has it, for owned records.
     topic: Arc<str>,
-    /// The fetched batches the entries point into (`bytes` shorter than
-    /// `NONE`); with their segment, which knows their CRCs were checked.
+    /// The fetched batches the records are in; with their segment, which
+    /// knows they were checked.
     fetched: FetchedBatches,
-    /// Its records in `ConsumerRecords::entries`.
-    entries: Range<usize>,
-}
-
-/// Where a field is in its part's bytes.
-#[derive(Debug, Clone, Copy)]
-struct Span {
-    /// `NONE` for an absent (null) field.
-    start: u32,
-    len: u32,
-}
-
-/// `Span::start` of an absent field. Parts are shorter, so no field starts
-/// there (segments are at most `i32::MAX` bytes, and so are fetches).
-const NONE: u32 = u32::MAX;
-
-impl Span {
-    const ABSENT: Span = Span {
-        start: NONE,
-        len: 0,
-    };
-
-    /// The span of `field`, a subslice of the `len` bytes starting at
-    /// `base` (`len < NONE`). Clears `inside` if it is not inside them
-    /// (the decoder lends every field from the batch bytes, so it never
-    /// is; `decode` then refuses the spans rather than trust them).
-    #[inline(always)]
-    fn of(base: usize, len: usize, field: Option<&[u8]>, inside: &mut bool) -> Span {
-        match field {
-            None => Span::ABSENT,
-            // An empty field's pointer need not lie in the bytes.
-            Some([]) => Span { start: 0, len: 0 },
-            Some(f) => {
-                let start = (f.as_ptr() as usize).wrapping_sub(base);
-                *inside &= start < len && f.len() <= len - start;
-                // Both fit when inside: `len < NONE`.
-                Span {
-                    start: start as u32,
-                    len: f.len() as u32,
-                }
-            }
-        }
-    }
-
-    /// The field in `bytes`, `None` if absent.
-    ///
-    /// # Safety
-    /// `self` was made by [`Span::of`] over these bytes, which found it
-    /// inside them (or it is absent or empty).
-    #[inline(always)]
-    #[expect(unsafe_code, reason = "a field's bytes without bounds checks")]
-    unsafe fn get(self, bytes: &[u8]) -> Option<&[u8]> {
-        if self.start == NONE {
-            return None;
-        }
-        let start = self.start as usize;
-        let end = start + self.len as usize;
-        debug_assert!(end <= bytes.len());
-        // SAFETY: `start..end` lies inside `bytes`, checked by `Span::of`
-        // (the caller's contract); an empty span is `0..0`.
-        Some(unsafe { bytes.get_unchecked(start..end) })
-    }
-}
-
-/// One record of a [`ConsumerRecords`]: 48 bytes, no pointers.
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    offset: u64,
-    timestamp: i64,
-    key: Span,
-    value: Span,
-    /// The encoded headers after their count.
-    headers: Span,
-    header_count: u32,
-}
-
-const _: () = assert!(std::mem::size_of::<Entry>() <= 48);
-
-impl Entry {
-    /// `r`'s entry, for a record of the `len` bytes at `base` (see
-    /// [`Span::of`] for `inside`).
-    #[inline(always)]
-    fn of(base: usize, len: usize, r: &RecordView<'_>, inside: &mut bool) -> Entry {
-        let (headers, header_count) = r.raw_headers();
-        Entry {
-            offset: r.offset,
-            timestamp: r.timestamp,
-            key: Span::of(base, len, r.key, inside),
-            value: Span::of(base, len, r.value, inside),
-            // Most records have none (and the decoder's empty headers of
-            // those need not point into the batch).
-            headers: if header_count == 0 {
-                Span { start: 0, len: 0 }
-            } else {
-                Span::of(base, len, Some(headers), inside)
-            },
-            header_count,
-        }
-    }
+    /// Which of their records are this part's.
+    taken: Taken,
 }
 
 impl Part {
-    /// Appends `entries`, this part's, to `out` as owned records.
-    fn owned_into(&self, entries: &[Entry], out: &mut Vec<ConsumerRecord>) {
-        let Some(first) = entries.first() else {
-            return;
-        };
-        // The same bytes through the same decoder (CRCs known good): the
-        // records from the first entry's offset on are the entries'.
-        let before = out.len();
-        let (topic, partition) = (&self.topic, self.tp.partition);
-        let decoded = partition::decode_into(
-            &self.fetched,
-            topic,
-            partition,
-            first.offset,
-            entries.len(),
-            out,
-        );
-        if decoded.is_err() || out.len() - before != entries.len() {
-            // Cannot happen (it decoded once); the entries are the truth.
-            out.truncate(before);
-            out.extend(entries.iter().map(|e| self.record(e).to_owned()));
-        }
+    /// This part's records, borrowed.
+    fn records(&self) -> PartRecords<'_> {
+        PartRecords::new(&self.fetched.bytes, &self.taken)
     }
 
-    /// `e`, one of this part's entries, as a record.
+    /// `r`, one of this part's records, as a polled record.
     #[inline(always)]
-    fn record<'a>(&'a self, e: &Entry) -> PolledRecord<'a> {
-        let bytes = &self.fetched.bytes[..];
-        #[expect(unsafe_code, reason = "fields without bounds checks")]
-        // SAFETY: `e` is one of this part's entries (`entries` is only
-        // indexed by this part's range), made by `decode` over these same
-        // bytes with spans `Span::of` found inside them (`decode` keeps no
-        // entry of a part where one was not). `Bytes` never change.
-        let (key, value, headers) = unsafe {
-            (
-                e.key.get(bytes),
-                e.value.get(bytes),
-                e.headers.get(bytes).unwrap_or_default(),
-            )
-        };
+    fn record<'a>(&'a self, r: RecordView<'a>) -> PolledRecord<'a> {
+        let (headers, header_count) = r.raw_headers();
         PolledRecord {
             topic: &self.tp.topic,
             partition: self.tp.partition,
-            offset: e.offset,
-            timestamp: e.timestamp,
-            key,
-            value,
+            offset: r.offset,
+            timestamp: r.timestamp,
+            key: r.key,
+            value: r.value,
             headers,
-            header_count: e.header_count,
+            header_count,
             part: self,
         }
     }
@@ -251,12 +128,12 @@ impl ConsumerRecords {
 
     /// The number of records.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     /// Whether there are no records.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len == 0
     }
 
     /// The records, borrowed: partition by partition, in offset order
@@ -278,11 +155,13 @@ impl ConsumerRecords {
     /// # Ok::<(), logbus::Error>(())
     /// ```
     pub fn iter(&self) -> RecordsIter<'_> {
-        RecordsIter::over(&self.parts, &self.entries)
+        RecordsIter::over(&self.parts)
     }
 
     /// The `i`th record (in [`iter`](Self::iter)'s order), `None` past the
-    /// end.
+    /// end. Decodes the records of its partition before it (the container
+    /// keeps no table of records): O(records of that partition), so prefer
+    /// iterating to calling `get` for each index.
     ///
     /// ```
     /// # use logbus::*;
@@ -299,12 +178,15 @@ impl ConsumerRecords {
     /// # drop(log); std::fs::remove_dir_all(&dir).ok();
     /// # Ok::<(), logbus::Error>(())
     /// ```
-    pub fn get(&self, i: usize) -> Option<PolledRecord<'_>> {
-        let entry = self.entries.get(i)?;
-        let part = self
-            .parts
-            .get(self.parts.partition_point(|p| p.entries.end <= i))?;
-        Some(part.record(entry))
+    pub fn get(&self, mut i: usize) -> Option<PolledRecord<'_>> {
+        for part in &self.parts {
+            let count = part.taken.count();
+            if i < count {
+                return part.records().nth(i).map(|r| part.record(r));
+            }
+            i -= count;
+        }
+        None
     }
 
     /// The partitions that have records here, each once, in the order
@@ -339,17 +221,16 @@ impl ConsumerRecords {
     /// [`partitions`](Self::partitions).
     pub fn records(&self, tp: &TopicPartition) -> RecordsIter<'_> {
         match self.parts.iter().position(|p| *p.tp == *tp) {
-            Some(i) => RecordsIter::over(&self.parts[i..=i], &self.entries),
-            None => RecordsIter::over(&[], &[]),
+            Some(i) => RecordsIter::over(&self.parts[i..=i]),
+            None => RecordsIter::over(&[]),
         }
     }
 
     /// The records as owned [`ConsumerRecord`]s, whose key, value and
     /// header values share the mapped segment (one reference count each):
     /// for keeping records past the container, or to index them. Costs
-    /// what `poll` returning them did (they are decoded again by the
-    /// owning decoder, which makes records in place: building them from
-    /// the entries one by one was slower).
+    /// what `poll` returning them did: the same owning decoder, making
+    /// records in place, over the same bytes.
     ///
     /// ```
     /// # use logbus::*;
@@ -366,20 +247,23 @@ impl ConsumerRecords {
     /// # Ok::<(), logbus::Error>(())
     /// ```
     pub fn into_vec(self) -> Vec<ConsumerRecord> {
-        let mut out = Vec::with_capacity(self.len());
+        let mut out = Vec::with_capacity(self.len);
         for part in &self.parts {
-            let entries = self.entries.get(part.entries.clone()).unwrap_or_default();
-            part.owned_into(entries, &mut out);
+            let (topic, partition) = (&part.topic, part.tp.partition);
+            part.fetched
+                .decode_taken(topic, partition, &part.taken, &mut out);
         }
         out
     }
 
-    /// Appends the records `partition::visit` hands over from `fetched`
-    /// (see there for `next`, `at` and `max`), as records of `tp` (whose
-    /// topic's name is `topic`). On an error nothing is added and `*next`
-    /// is left as it was: the records before the damage come again at the
-    /// next poll. Returns the number added.
-    pub(crate) fn decode(
+    /// Adds the records of `fetched` from `*next` on (at most `max`) as
+    /// records of `tp` (whose topic's name is `topic`), moving `*next` past
+    /// them and `at` as `partition::visit` does: counted from the batch
+    /// headers where whole batches are taken, decoded only when iterated.
+    /// On an error nothing is added and `*next` is left as it was: the
+    /// records before the damage come again at the next poll. Returns the
+    /// number added.
+    pub(crate) fn take(
         &mut self,
         tp: &Arc<TopicPartition>,
         topic: &Arc<str>,
@@ -388,54 +272,22 @@ impl ConsumerRecords {
         at: &mut Resume,
         max: usize,
     ) -> Result<usize> {
-        let bytes = &fetched.bytes;
-        if bytes.len() >= NONE as usize {
-            // Unreachable: a fetch stays inside one segment, which is at
-            // most `i32::MAX` bytes. Refused rather than mis-indexed.
-            return Err(Error::corrupt(
-                fetched.path(),
-                fetched.position,
-                format!("a fetch of {} bytes (at most 4 GiB)", bytes.len()),
-            ));
-        }
         debug_assert!(
             self.parts.iter().all(|p| *p.tp != **tp),
             "one part per partition (`records(tp)` finds the first)"
         );
-        let first = self.entries.len();
-        self.entries.reserve(fetched.record_count_hint(max));
-        let (base, len) = (bytes.as_ptr() as usize, bytes.len());
-        let entries = &mut self.entries;
-        let mut reached = *next;
-        let mut inside = true;
-        let visited = partition::visit(fetched, max, &mut reached, at, |r| {
-            entries.push(Entry::of(base, len, &r, &mut inside));
-        });
-        let taken = match visited {
-            Ok(_) if !inside => {
-                self.entries.truncate(first);
-                return Err(Error::corrupt(
-                    fetched.path(),
-                    fetched.position,
-                    "a decoded field outside the fetched bytes (a logbus bug)",
-                ));
-            }
-            Ok(taken) => taken,
-            Err(e) => {
-                self.entries.truncate(first);
-                return Err(e);
-            }
-        };
-        *next = reached;
-        if taken > 0 {
+        let taken = fetched.take(max, next, at)?;
+        let count = taken.count();
+        if count > 0 {
+            self.len += count;
             self.parts.push(Part {
                 tp: Arc::clone(tp),
                 topic: Arc::clone(topic),
                 fetched: fetched.clone(),
-                entries: first..self.entries.len(),
+                taken,
             });
         }
-        Ok(taken)
+        Ok(count)
     }
 }
 
@@ -448,7 +300,7 @@ impl fmt::Debug for ConsumerRecords {
                     .entries(self.0.iter().map(|p| {
                         (
                             format!("{}-{}", p.tp.topic, p.tp.partition),
-                            p.entries.len(),
+                            p.taken.count(),
                         )
                     }))
                     .finish()
@@ -593,26 +445,44 @@ impl fmt::Debug for PolledRecord<'_> {
 }
 
 /// Borrowing iterator over a [`ConsumerRecords`] (or one partition's
-/// records in it).
+/// records in it): decodes each record as it is asked for.
 #[derive(Clone)]
 pub struct RecordsIter<'a> {
     /// Parts after the current one.
     parts: std::slice::Iter<'a, Part>,
     current: Option<&'a Part>,
     /// The current part's records not yet returned.
-    entries: std::slice::Iter<'a, Entry>,
-    all: &'a [Entry],
+    records: PartRecords<'a>,
     left: usize,
 }
 
 impl<'a> RecordsIter<'a> {
-    fn over(parts: &'a [Part], all: &'a [Entry]) -> Self {
+    fn over(parts: &'a [Part]) -> Self {
         RecordsIter {
-            left: parts.iter().map(|p| p.entries.len()).sum(),
+            left: parts.iter().map(|p| p.taken.count()).sum(),
             parts: parts.iter(),
             current: None,
-            entries: [].iter(),
-            all,
+            records: PartRecords::new(&[], &Taken::new(0, None, 0)),
+        }
+    }
+
+    /// Moves to the next part; false after the last. Out of line and
+    /// returning no record, so `next`'s records stay in registers.
+    #[cold]
+    #[inline(never)]
+    fn next_part(&mut self) -> bool {
+        match self.parts.next() {
+            Some(part) => {
+                self.current = Some(part);
+                self.records = part.records();
+                true
+            }
+            None => {
+                // Only short of `left` if a checked batch failed to decode
+                // (see `PartRecords`): the size hint stays true.
+                self.left = 0;
+                false
+            }
         }
     }
 }
@@ -624,18 +494,14 @@ impl<'a> Iterator for RecordsIter<'a> {
     fn next(&mut self) -> Option<PolledRecord<'a>> {
         loop {
             if let Some(part) = self.current
-                && let Some(e) = self.entries.next()
+                && let Some(r) = self.records.next()
             {
-                self.left -= 1;
-                return Some(part.record(e));
+                self.left = self.left.saturating_sub(1);
+                return Some(part.record(r));
             }
-            let part = self.parts.next()?;
-            self.current = Some(part);
-            self.entries = self
-                .all
-                .get(part.entries.clone())
-                .unwrap_or_default()
-                .iter();
+            if !self.next_part() {
+                return None;
+            }
         }
     }
 

@@ -461,3 +461,94 @@ fn records_are_send_and_sync() {
     .unwrap();
     assert_eq!(values, (0..3).map(|i| value(0, i)).collect::<Vec<_>>());
 }
+
+/// Makes the last record of batch `k` of the segment file `seg` malformed
+/// (its header count, the batch's last byte, says one header where there
+/// is none) and writes a CRC that matches: only a crafted batch (or a
+/// writer bug) is like that. Returns the batch's first offset and size.
+fn craft_malformed_record(seg: &std::path::Path, k: usize) -> (u64, usize) {
+    let mut bytes = std::fs::read(seg).unwrap();
+    let span = common::batch_spans(&bytes)[k];
+    let end = span.start + span.len;
+    assert_eq!(bytes[end - 1], 0, "no headers");
+    bytes[end - 1] = 2; // zigzag 1
+    let crc = crc32c::crc32c(&bytes[span.start + 21..end]);
+    bytes[span.start + 17..span.start + 21].copy_from_slice(&crc.to_be_bytes());
+    std::fs::write(seg, &bytes).unwrap();
+    (span.base_offset, span.records as usize)
+}
+
+/// `poll` checks the structure of every record of a batch it has not
+/// checked before (with its CRC, once per process) and reports a batch
+/// with a valid CRC and a malformed record as `Error::Corrupt`, also after
+/// a recovery scan (which checks CRCs only); the records before it come,
+/// iteration never panics, and nothing after the damage is returned.
+#[test]
+fn a_crafted_batch_with_a_valid_crc_is_corrupt_at_poll() {
+    for clean in [true, false] {
+        let dir = TempDir::new("records-crafted");
+        {
+            let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+            let config = TopicConfig::new(1)
+                .segment_bytes(4096)
+                .max_record_bytes(1024)
+                .index_interval_bytes(256);
+            log.create_topic("c", config).unwrap();
+            let producer = log.producer("c").unwrap();
+            for b in 0..20u64 {
+                let batch: Vec<Record> =
+                    (0..10).map(|i| Record::new(value(0, b * 10 + i))).collect();
+                producer.send_batch(&batch).unwrap();
+            }
+            log.close().unwrap();
+        }
+        let files = common::log_files(&dir.path().join("c").join("0"));
+        // Clean: a sealed segment, before its last index entry (a clean
+        // open does not read it). Crash: the active segment, which the
+        // recovery scan reads (CRCs only).
+        let seg = if clean {
+            &files[0]
+        } else {
+            files.last().unwrap()
+        };
+        let (victim, _) = craft_malformed_record(seg, 1);
+        if !clean {
+            std::fs::remove_file(dir.path().join(".clean_shutdown")).unwrap();
+        }
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        let tp = TopicPartition::new("c", 0);
+        let start = victim - 10;
+        let mut consumer = log.consumer(ConsumerConfig::default().max_poll_records(10));
+        consumer.assign(std::slice::from_ref(&tp)).unwrap();
+        consumer.seek(&tp, start).unwrap();
+        // The batch before the damage, whole (the poll is full before the
+        // damaged batch is looked at).
+        let records = consumer.poll(WAIT).unwrap();
+        let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
+        assert_eq!(
+            offsets,
+            (start..victim).collect::<Vec<_>>(),
+            "clean {clean}"
+        );
+        assert_eq!(records.into_vec().len(), 10);
+        for _ in 0..2 {
+            match consumer.poll(WAIT) {
+                Err(Error::Corrupt { path, .. }) => assert_eq!(&path, seg),
+                other => panic!("clean {clean}: {:?}", other.map(|r| r.len())),
+            }
+            assert_eq!(consumer.position(&tp).unwrap(), victim);
+        }
+        // A poll that would take records of the damaged batch fails whole
+        // (with room for more: none of the batch is returned).
+        let mut consumer = log.consumer(ConsumerConfig::default());
+        consumer.assign(std::slice::from_ref(&tp)).unwrap();
+        consumer.seek(&tp, start).unwrap();
+        assert!(matches!(consumer.poll(WAIT), Err(Error::Corrupt { .. })));
+        assert_eq!(consumer.position(&tp).unwrap(), start);
+        // Every reader agrees.
+        let p = log.topic("c").unwrap().partition(0).unwrap().clone();
+        assert!(matches!(p.read(victim, 100), Err(Error::Corrupt { .. })));
+        let n = consumer.poll_each(WAIT, |_, _| {});
+        assert!(matches!(n, Err(Error::Corrupt { .. })), "{n:?}");
+    }
+}

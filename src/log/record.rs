@@ -1216,6 +1216,38 @@ pub(crate) struct RecordViews<'a> {
     ahead: u8,
 }
 
+/// Validates the structure of every record of one whole batch (`batch`
+/// exactly its bytes, `header` its parsed header), once per process with
+/// its CRC check (see `Segment::mark_verified`): every record decodes with
+/// the checked decoder, the count matches, and the offsets go up strictly
+/// from the base offset to at most the header's last offset. A batch that
+/// passes can be read lazily (`ConsumerRecords`) and counted from its header
+/// alone: decoding it again cannot fail and yields `records_count` records
+/// at increasing offsets below `header.next_offset()`.
+pub(crate) fn check_records(batch: &[u8], header: &BatchHeader) -> Result<(), BatchError> {
+    if header.base_offset < 0
+        || header.last_offset_delta < 0
+        || header
+            .base_offset
+            .checked_add(i64::from(header.last_offset_delta))
+            .is_none()
+    {
+        return Err(BatchError::Invalid("batch offsets out of range"));
+    }
+    let last = header.last_offset() as u64;
+    let mut next = header.base_offset as u64;
+    for r in record_views(batch, header)? {
+        let r = r?;
+        if r.offset < next || r.offset > last {
+            return Err(BatchError::Invalid(
+                "record offsets not increasing within the batch's range",
+            ));
+        }
+        next = r.offset + 1;
+    }
+    Ok(())
+}
+
 /// Borrowing counterpart of [`records`]; `header` is the batch's parsed
 /// header and `batch` exactly its bytes.
 pub(crate) fn record_views<'a>(
@@ -1366,6 +1398,181 @@ impl<'a> Iterator for RecordViews<'a> {
                 Some(Err(e))
             }
         }
+    }
+}
+
+/// What `FetchedBatches::take` found in fetched batches: the records a
+/// lazy reader returns from them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Taken {
+    /// Records before this offset are skipped.
+    from: u64,
+    /// Where to start in the first batch (the decoder state of an earlier
+    /// read that stopped inside it).
+    start: Option<(usize, i32)>,
+    /// How many records, from there on.
+    count: usize,
+}
+
+impl Taken {
+    pub(crate) fn new(from: u64, start: Option<(usize, i32)>, count: usize) -> Self {
+        Taken { from, start, count }
+    }
+
+    pub(crate) fn from(&self) -> u64 {
+        self.from
+    }
+
+    pub(crate) fn start(&self) -> Option<(usize, i32)> {
+        self.start
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        self.count
+    }
+}
+
+/// The records `FetchedBatches::take` counted in `bytes` (the fetched
+/// batches), borrowed, decoded as they are asked for.
+/// Trusts the batches (checked once when `take` read them, see [`check_records`]; and the bytes
+/// of a `Bytes` never change): on a decode failure, which that check rules
+/// out, it ends early rather than panic (a debug build asserts).
+#[derive(Clone)]
+pub(crate) struct PartRecords<'a> {
+    bytes: &'a [u8],
+    /// Byte position of the next batch in `bytes`.
+    position: usize,
+    views: RecordViews<'a>,
+    /// Records before this offset are skipped (as `visit` skips them).
+    next: u64,
+    /// The current batch's `next_offset()`, for `next` once it is done.
+    batch_end: u64,
+    /// Records still to return.
+    left: usize,
+    /// A record `refill` decoded, next to return.
+    pending: Option<RecordView<'a>>,
+}
+
+impl<'a> PartRecords<'a> {
+    pub(crate) fn new(bytes: &'a [u8], taken: &Taken) -> Self {
+        let mut it = PartRecords {
+            bytes,
+            position: 0,
+            views: RecordViews::empty(),
+            next: taken.from,
+            batch_end: taken.from,
+            left: taken.count,
+            pending: None,
+        };
+        if taken.count > 0 && it.next_batch() {
+            if let Some(state) = taken.start {
+                it.views.resume(state);
+            }
+        }
+        it
+    }
+
+    /// Records not returned yet.
+    #[inline]
+    pub(crate) fn left(&self) -> usize {
+        self.left
+    }
+
+    /// Moves to the next batch; false at the end of the bytes or on bytes
+    /// that are not a batch (ruled out by the check `take` relied on).
+    #[cold]
+    #[inline(never)]
+    fn next_batch(&mut self) -> bool {
+        self.next = self.next.max(self.batch_end);
+        let Some(rest) = self.bytes.get(self.position..) else {
+            return self.broken();
+        };
+        let Ok(header) = parse_header(rest) else {
+            return self.broken();
+        };
+        let end = self.position.saturating_add(header.total_len());
+        let Some(batch) = self.bytes.get(self.position..end) else {
+            return self.broken();
+        };
+        match record_views(batch, &header) {
+            Ok(views) => {
+                self.views = views;
+                self.position = end;
+                self.batch_end = header.next_offset() as u64;
+                true
+            }
+            Err(_) => self.broken(),
+        }
+    }
+
+    /// Ends the iteration on bytes the check before `take` ruled out.
+    #[cold]
+    fn broken(&mut self) -> bool {
+        debug_assert!(false, "a checked batch failed to decode");
+        self.left = 0;
+        false
+    }
+
+    /// Leaves the next record in `pending` when the fast decoder declined
+    /// it (headers, large fields, the end of a batch): through the checked
+    /// decoder, moving to the next batch as needed. False at the end.
+    /// Out of line, and its record goes through `self`, so the record `next`
+    /// returns from the fast decoder stays in registers (a record returned
+    /// by an out-of-line call comes through the stack, and merging the two
+    /// stalls every record on a store-to-load forward).
+    #[cold]
+    #[inline(never)]
+    fn refill(&mut self) -> bool {
+        loop {
+            match self.views.next() {
+                Some(Ok(r)) => {
+                    self.pending = Some(r);
+                    return true;
+                }
+                Some(Err(_)) => return self.broken(),
+                None => {
+                    if !self.next_batch() {
+                        return false;
+                    }
+                    if self.views.remaining > 0 {
+                        return true; // the fast decoder tries it first
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<'a> Iterator for PartRecords<'a> {
+    type Item = RecordView<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<RecordView<'a>> {
+        while self.left > 0 {
+            let r = match self.views.next_fast() {
+                Some(r) => r,
+                None => {
+                    if self.pending.is_none() && !self.refill() {
+                        return None;
+                    }
+                    match self.pending.take() {
+                        Some(r) => r,
+                        None => continue,
+                    }
+                }
+            };
+            if r.offset < self.next {
+                continue; // before the offset asked for
+            }
+            self.next = r.offset + 1;
+            self.left -= 1;
+            return Some(r);
+        }
+        None
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.left))
     }
 }
 

@@ -73,6 +73,15 @@ pub(crate) struct Segment {
     /// (computed when appending, checked by a recovery scan or a first read),
     /// so reads skip the check there. Only ever grows.
     pub(super) verified_len: AtomicU64,
+    /// The byte range `[lo, hi)` (packed `lo << 32 | hi`: segments are
+    /// below 2^31 bytes) whose batches are known whole: CRC and the
+    /// structure of every record (`record::check_records`), because this
+    /// process wrote them or checked both at a first read. A recovery scan
+    /// only checks CRCs (`verified_len`): the structure of those batches
+    /// is checked at their first read. Lazy readers (`ConsumerRecords`)
+    /// count records from batch headers and decode later: they rely on
+    /// this, so a decode over checked bytes cannot fail.
+    checked: AtomicU64,
     /// Set once the sealed segment and its directory entry were synced;
     /// nothing is written to a sealed segment, so once is enough.
     pub(super) sealed_durable: AtomicBool,
@@ -149,6 +158,7 @@ impl Segment {
             base_addr,
             published_len: AtomicU64::new(contents.len),
             verified_len: AtomicU64::new(0),
+            checked: AtomicU64::new(0),
             sealed_durable: AtomicBool::new(false),
             next_offset: AtomicU64::new(contents.next_offset),
             max_timestamp: AtomicI64::new(contents.max_timestamp),
@@ -178,8 +188,12 @@ impl Segment {
         self.verified_len.load(Ordering::Acquire)
     }
 
-    /// Records that the batches in `[from, to)` passed their CRC check; the
-    /// mark only advances over a range that starts at or before it.
+    /// Records that the batches in `[from, to)` are whole: their CRCs
+    /// match and every record decodes (`record::check_records`), because
+    /// this process wrote them or checked both. `verified_len` only
+    /// advances over a range that starts at or before it; the checked
+    /// range grows at either end over an adjacent range (or starts at
+    /// this one when empty).
     pub fn mark_verified(&self, from: u64, to: u64) {
         let mut current = self.verified_len.load(Ordering::Acquire);
         while from <= current && current < to {
@@ -189,10 +203,45 @@ impl Segment {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return,
+                Ok(_) => break,
                 Err(now) => current = now,
             }
         }
+        let (Ok(from32), Ok(to32)) = (u32::try_from(from), u32::try_from(to)) else {
+            return; // not in a segment (below 2^31 bytes): never marked
+        };
+        let mut packed = self.checked.load(Ordering::Acquire);
+        loop {
+            let (lo, hi) = ((packed >> 32) as u32, packed as u32);
+            let (lo, hi) = if lo == hi {
+                (from32, to32)
+            } else if from32 <= hi && to32 > hi && from32 >= lo {
+                (lo, to32)
+            } else if to32 >= lo && from32 < lo && to32 <= hi {
+                (from32, hi)
+            } else {
+                return; // inside already, or not adjacent
+            };
+            let new = (u64::from(lo) << 32) | u64::from(hi);
+            match self.checked.compare_exchange_weak(
+                packed,
+                new,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return,
+                Err(now) => packed = now,
+            }
+        }
+    }
+
+    /// Whether the batches in `[from, to)` were marked whole (see
+    /// [`mark_verified`](Self::mark_verified)).
+    #[inline]
+    pub fn is_checked(&self, from: u64, to: u64) -> bool {
+        let packed = self.checked.load(Ordering::Acquire);
+        let (lo, hi) = (packed >> 32, packed & u64::from(u32::MAX));
+        lo <= from && to <= hi && from < to
     }
 
     pub fn max_timestamp(&self) -> i64 {

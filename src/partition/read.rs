@@ -9,7 +9,7 @@ use std::sync::{Arc, Weak};
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
-use crate::log::record::{self, BatchHeader, RecordView};
+use crate::log::record::{self, BatchHeader, RecordView, Taken};
 use crate::log::segment::Segment;
 use crate::record::{ConsumerRecord, TopicName};
 
@@ -75,10 +75,112 @@ impl FetchedBatches {
         }
     }
 
-    /// An upper bound on the records in these batches, at most `max` (see
-    /// [`record_count_hint`]), to size an output once.
-    pub(crate) fn record_count_hint(&self, max: usize) -> usize {
-        record_count_hint(&self.bytes, max)
+    /// Counts the records at or after `*next`, at most `max`, exactly as
+    /// [`visit`] would hand them over, and moves `*next` and `at` as
+    /// [`visit`] does, without decoding them where it can: a batch after
+    /// `*next` that fits whole in `max` counts `records_count` (its records
+    /// were checked once by `BatchWalk`, see `record::check_records`: they
+    /// decode, and their offsets go up, below `next_offset()`); only a
+    /// batch the read starts or stops inside is walked. The records are
+    /// read later by `PartRecords` (borrowed) or
+    /// [`decode_taken`](Self::decode_taken) (owned). On an error `*next`
+    /// and `at.stop` are left as they were.
+    pub(crate) fn take(&self, max: usize, next: &mut u64, at: &mut Resume) -> Result<Taken> {
+        let bytes = &self.bytes;
+        let from = *next;
+        let mut reached = *next;
+        let mut count = 0usize;
+        let mut resume = at.start.take();
+        let mut stop = None;
+        let mut start = None;
+        let mut first = true;
+        let mut batches = self.batches();
+        // Full before the next batch is checked: damage after the records
+        // taken does not hold them back.
+        while count < max
+            && let Some(batch) = batches.next()
+        {
+            let (position, header, range) = batch?;
+            let resumed = resume.take().filter(|s| s.position == position);
+            if first {
+                start = resumed.map(|s| s.state);
+                first = false;
+            }
+            let whole = usize::try_from(header.records_count).unwrap_or(usize::MAX);
+            if resumed.is_none() && header.base_offset as u64 >= reached && whole <= max - count {
+                count += whole;
+                reached = reached.max(header.next_offset() as u64);
+                continue;
+            }
+            let corrupt =
+                |e: record::BatchError| Error::corrupt(self.path(), position, e.to_string());
+            let mut views = record::record_views(&bytes[range], &header).map_err(corrupt)?;
+            if let Some(s) = resumed {
+                views.resume(s.state);
+            }
+            let mut taken_all = true;
+            loop {
+                let before = views.state();
+                let r = match views.next_fast() {
+                    Some(r) => r,
+                    None => match views.next() {
+                        Some(r) => r.map_err(corrupt)?,
+                        None => break,
+                    },
+                };
+                if r.offset < reached {
+                    continue;
+                }
+                if count >= max {
+                    taken_all = false;
+                    stop = Some(Stop {
+                        position,
+                        state: before,
+                    });
+                    break;
+                }
+                reached = r.offset + 1;
+                count += 1;
+            }
+            if taken_all {
+                reached = reached.max(header.next_offset() as u64);
+            }
+        }
+        *next = reached;
+        at.stop = stop;
+        Ok(Taken::new(from, start, count))
+    }
+
+    /// Appends the records [`take`](Self::take) counted to `out` as owned
+    /// records (the owning decoder, in place). Returns how many it added:
+    /// `taken.count()` (the batches were checked, see `take`: decoding
+    /// them cannot fail; should it anyway, the records before the failure).
+    pub(crate) fn decode_taken(
+        &self,
+        topic: &Arc<str>,
+        partition: u32,
+        taken: &Taken,
+        out: &mut Vec<ConsumerRecord>,
+    ) -> usize {
+        let before = out.len();
+        let mut at = Resume {
+            start: taken.start().map(|state| Stop {
+                position: self.position,
+                state,
+            }),
+            stop: None,
+        };
+        let decoded = decode_into_at(
+            self,
+            topic,
+            partition,
+            taken.from(),
+            taken.count(),
+            &mut at,
+            out,
+        );
+        debug_assert!(decoded.is_ok(), "checked batches decode: {decoded:?}");
+        out.len() - before
     }
 
     /// The segment file the bytes came from ("" if none), for errors.
@@ -151,11 +253,13 @@ pub(crate) fn visit(
     let mut taken = 0usize;
     let mut start = at.start.take();
     at.stop = None;
-    for batch in fetched.batches() {
+    let mut batches = fetched.batches();
+    // Full before the next batch is checked: damage after the records
+    // taken does not fail the visit.
+    while taken < max
+        && let Some(batch) = batches.next()
+    {
         let (position, header, range) = batch?;
-        if taken >= max {
-            break;
-        }
         let corrupt =
             |e: record::BatchError| Error::corrupt(fetched.path(), position, e.to_string());
         let mut views = record::record_views(&bytes[range], &header).map_err(corrupt)?;
@@ -444,26 +548,30 @@ impl Iterator for BatchWalk<'_> {
         let position = self.position;
         let at = fetched.position + position as u64;
         let corrupt = |e: record::BatchError| Error::corrupt(fetched.path(), at, e.to_string());
-        let checked = match record::parse_header(&bytes[position..]) {
-            Ok(header) => {
-                let end = at + header.total_len() as u64;
-                match &fetched.segment {
-                    // Checked once already (appended or scanned by this process).
-                    Some(segment)
-                        if end <= segment.verified_len()
-                            && header.total_len() <= bytes.len() - position =>
-                    {
-                        Ok(header)
+        let checked = record::parse_header(&bytes[position..]).and_then(|header| {
+            let len = header.total_len();
+            let end = at + len as u64;
+            let Some(batch) = bytes.get(position..position + len) else {
+                return record::check(&bytes[position..]); // its `Incomplete`
+            };
+            match &fetched.segment {
+                // Checked once already (appended, or read before, by this process).
+                Some(segment) if segment.is_checked(at, end) => Ok(header),
+                segment => {
+                    // The CRC first (unless a recovery scan checked it),
+                    // then every record's structure: once per process, so
+                    // lazy readers can trust the batch (see `Segment::checked`).
+                    if segment.as_ref().is_none_or(|s| end > s.verified_len()) {
+                        record::check(batch)?;
                     }
-                    segment => record::check(&bytes[position..]).inspect(|_| {
-                        if let Some(segment) = segment {
-                            segment.mark_verified(at, end);
-                        }
-                    }),
+                    record::check_records(batch, &header)?;
+                    if let Some(segment) = segment {
+                        segment.mark_verified(at, end);
+                    }
+                    Ok(header)
                 }
             }
-            Err(e) => Err(e),
-        };
+        });
         match checked {
             Ok(header) => {
                 self.position += header.total_len();
