@@ -1433,10 +1433,11 @@ impl Taken {
 }
 
 /// The records `FetchedBatches::take` counted in `bytes` (the fetched
-/// batches), borrowed, decoded as they are asked for.
-/// Trusts the batches (checked once when `take` read them, see [`check_records`]; and the bytes
-/// of a `Bytes` never change): on a decode failure, which that check rules
-/// out, it ends early rather than panic (a debug build asserts).
+/// batches), borrowed, decoded as they are asked for. Trusts the batches:
+/// `take` read them through `BatchWalk`, which checked each one's CRC and
+/// records ([`check_records`]) once, and the bytes of a `Bytes` never
+/// change. On a decode failure, which that check rules out, it ends early
+/// rather than panic (a debug build asserts).
 #[derive(Clone)]
 pub(crate) struct PartRecords<'a> {
     bytes: &'a [u8],
@@ -1470,12 +1471,6 @@ impl<'a> PartRecords<'a> {
             }
         }
         it
-    }
-
-    /// Records not returned yet.
-    #[inline]
-    pub(crate) fn left(&self) -> usize {
-        self.left
     }
 
     /// Moves to the next batch; false at the end of the bytes or on bytes
@@ -1546,7 +1541,7 @@ impl<'a> PartRecords<'a> {
 impl<'a> Iterator for PartRecords<'a> {
     type Item = RecordView<'a>;
 
-    #[inline]
+    #[inline(always)] // see `RecordsIter::next`
     fn next(&mut self) -> Option<RecordView<'a>> {
         while self.left > 0 {
             let r = match self.views.next_fast() {
