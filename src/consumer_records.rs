@@ -28,6 +28,12 @@
 //! polled, and a `Bytes` never changes (should it fail anyway, iteration
 //! ends early instead of panicking; debug builds assert).
 //!
+//! Measured with `examples/read_bench.rs` (100 B records, 10 000 per poll,
+//! thread CPU per record, shared 2-core VM): borrowed iteration 9.5-12 ns,
+//! `poll_each` 9-12 ns, owned iteration 23-24 ns against 21.5-23 ns for
+//! the former `Vec` poll (the version with a 48-byte entry per record made
+//! at poll: 15.5 ns borrowed, 30-33 ns owned).
+//!
 //! [`get`](ConsumerRecords::get) decodes the records of its partition up
 //! to the one asked for: O(records of that partition here), not O(1).
 //!
