@@ -207,22 +207,8 @@ impl Segment {
                 Err(now) => current = now,
             }
         }
-        let (Ok(from32), Ok(to32)) = (u32::try_from(from), u32::try_from(to)) else {
-            return; // not in a segment (below 2^31 bytes): never marked
-        };
         let mut packed = self.checked.load(Ordering::Acquire);
-        loop {
-            let (lo, hi) = ((packed >> 32) as u32, packed as u32);
-            let (lo, hi) = if lo == hi {
-                (from32, to32)
-            } else if from32 <= hi && to32 > hi && from32 >= lo {
-                (lo, to32)
-            } else if to32 >= lo && from32 < lo && to32 <= hi {
-                (from32, hi)
-            } else {
-                return; // inside already, or not adjacent
-            };
-            let new = (u64::from(lo) << 32) | u64::from(hi);
+        while let Some(new) = grown(packed, from, to) {
             match self.checked.compare_exchange_weak(
                 packed,
                 new,
@@ -239,9 +225,7 @@ impl Segment {
     /// [`mark_verified`](Self::mark_verified)).
     #[inline]
     pub fn is_checked(&self, from: u64, to: u64) -> bool {
-        let packed = self.checked.load(Ordering::Acquire);
-        let (lo, hi) = (packed >> 32, packed & u64::from(u32::MAX));
-        lo <= from && to <= hi && from < to
+        covers(self.checked.load(Ordering::Acquire), from, to)
     }
 
     pub fn max_timestamp(&self) -> i64 {
@@ -587,4 +571,56 @@ pub(super) fn map_read_with(
 pub(super) fn index_capacity(capacity: u64, interval: u32) -> usize {
     // One entry per `interval` bytes at most, plus slack for the final entry.
     (capacity / u64::from(interval.max(1))) as usize + 2
+}
+
+/// The checked range `packed` (`lo << 32 | hi`, see `Segment::checked`)
+/// grown by `[from, to)`: `None` if it does not change (already inside,
+/// not adjacent, or beyond 32 bits, which no segment reaches).
+fn grown(packed: u64, from: u64, to: u64) -> Option<u64> {
+    let (Ok(from), Ok(to)) = (u32::try_from(from), u32::try_from(to)) else {
+        return None;
+    };
+    let (lo, hi) = ((packed >> 32) as u32, packed as u32);
+    let (lo, hi) = if lo == hi {
+        (from, to)
+    } else if from >= lo && from <= hi && to > hi {
+        (lo, to)
+    } else if from < lo && to >= lo && to <= hi {
+        (from, hi)
+    } else {
+        return None;
+    };
+    Some((u64::from(lo) << 32) | u64::from(hi))
+}
+
+/// Whether the checked range `packed` holds all of `[from, to)` (non-empty).
+fn covers(packed: u64, from: u64, to: u64) -> bool {
+    let (lo, hi) = (packed >> 32, packed & u64::from(u32::MAX));
+    lo <= from && to <= hi && from < to
+}
+
+#[cfg(test)]
+mod checked_range_tests {
+    use super::{covers, grown};
+
+    fn mark(packed: u64, from: u64, to: u64) -> u64 {
+        grown(packed, from, to).unwrap_or(packed)
+    }
+
+    #[test]
+    fn grows_at_either_end_and_only_over_adjacent_ranges() {
+        let r = mark(0, 100, 200); // empty: starts here
+        assert!(covers(r, 100, 200) && !covers(r, 0, 100) && !covers(r, 150, 201));
+        let r = mark(r, 200, 300); // appended after
+        assert!(covers(r, 100, 300));
+        let r = mark(r, 40, 100); // read before
+        assert!(covers(r, 40, 300));
+        assert_eq!(grown(r, 400, 500), None, "not adjacent: unchanged");
+        assert_eq!(grown(r, 0, 20), None);
+        assert_eq!(grown(r, 50, 60), None, "inside already");
+        assert!(!covers(r, 300, 400) && !covers(r, 0, 40));
+        assert!(!covers(r, 50, 50), "empty ranges are never covered");
+        // Beyond 32 bits: never marked (no segment is that long).
+        assert_eq!(grown(0, 1 << 32, (1 << 32) + 10), None);
+    }
 }
