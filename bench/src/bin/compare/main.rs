@@ -59,7 +59,7 @@ const HELP: &str = "\
 compare: logbus vs write()/read(), mmap, crossbeam-channel, SQLite, commitlog
 
   --records N          100 B records per append/read row (default 2000000; 1 KiB rows use N/8)
-  --sync-records S     records per Durability::Always row (default 1000)
+  --sync-records S     records per Durability::Always row (default 5000)
   --latency-records L  records in the produce->consume rows (default 50000)
   --latency-every-us U one send every U us in the latency rows (default 20)
   --reps R             repetitions, median shown (default 3)
@@ -75,7 +75,7 @@ groups:";
 fn parse_args() -> Opts {
     let mut o = Opts {
         records: 2_000_000,
-        sync_records: 1000,
+        sync_records: 5000,
         latency_records: 50_000,
         latency_every_us: 20,
         reps: 3,
