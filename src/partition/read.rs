@@ -112,39 +112,16 @@ impl FetchedBatches {
                 reached = reached.max(header.next_offset() as u64);
                 continue;
             }
-            let corrupt =
-                |e: record::BatchError| Error::corrupt(self.path(), position, e.to_string());
-            let mut views = record::record_views(&bytes[range], &header).map_err(corrupt)?;
-            if let Some(s) = resumed {
-                views.resume(s.state);
-            }
-            let mut taken_all = true;
-            loop {
-                let before = views.state();
-                let r = match views.next_fast() {
-                    Some(r) => r,
-                    None => match views.next() {
-                        Some(r) => r.map_err(corrupt)?,
-                        None => break,
-                    },
-                };
-                if r.offset < reached {
-                    continue;
-                }
-                if count >= max {
-                    taken_all = false;
-                    stop = Some(Stop {
-                        position,
-                        state: before,
-                    });
-                    break;
-                }
-                reached = r.offset + 1;
-                count += 1;
-            }
-            if taken_all {
-                reached = reached.max(header.next_offset() as u64);
-            }
+            let batch = Batch {
+                path: self.path(),
+                position,
+                header: &header,
+                bytes: &bytes[range],
+            };
+            let (n, stopped) =
+                batch.take(resumed.map(|s| s.state), &mut reached, max - count, |_| {})?;
+            count += n;
+            stop = stopped.or(stop);
         }
         *next = reached;
         at.stop = stop;
@@ -260,13 +237,52 @@ pub(crate) fn visit(
         && let Some(batch) = batches.next()
     {
         let (position, header, range) = batch?;
+        let batch = Batch {
+            path: fetched.path(),
+            position,
+            header: &header,
+            bytes: &bytes[range],
+        };
+        let resume = start.take().filter(|s| s.position == position);
+        let (n, stopped) = batch.take(resume.map(|s| s.state), next, max - taken, &mut f)?;
+        taken += n;
+        at.stop = stopped.or(at.stop);
+    }
+    Ok(taken)
+}
+
+/// One stored batch as [`visit`] and [`FetchedBatches::take`] walk it.
+struct Batch<'a> {
+    path: &'a Path,
+    position: u64,
+    header: &'a BatchHeader,
+    bytes: &'a [u8],
+}
+
+impl Batch<'_> {
+    /// Hands `f` the batch's records at or after `*next` (from the decoder
+    /// state `resume`, when an earlier read stopped inside this batch), at
+    /// most `room`, moving `*next` past each. When `room` runs out inside
+    /// the batch, returns where; otherwise `*next` also skips the offsets
+    /// compaction removed from the batch's end.
+    #[inline(always)]
+    fn take<'b>(
+        &self,
+        resume: Option<(usize, i32)>,
+        next: &mut u64,
+        room: usize,
+        mut f: impl FnMut(RecordView<'b>),
+    ) -> Result<(usize, Option<Stop>)>
+    where
+        Self: 'b,
+    {
         let corrupt =
-            |e: record::BatchError| Error::corrupt(fetched.path(), position, e.to_string());
-        let mut views = record::record_views(&bytes[range], &header).map_err(corrupt)?;
-        if let Some(stop) = start.take().filter(|s| s.position == position) {
-            views.resume(stop.state);
+            |e: record::BatchError| Error::corrupt(self.path, self.position, e.to_string());
+        let mut views = record::record_views(self.bytes, self.header).map_err(corrupt)?;
+        if let Some(state) = resume {
+            views.resume(state);
         }
-        let mut taken_all = true;
+        let mut taken = 0;
         loop {
             let before = views.state();
             let r = match views.next_fast() {
@@ -279,24 +295,20 @@ pub(crate) fn visit(
             if r.offset < *next {
                 continue;
             }
-            if taken >= max {
-                taken_all = false;
-                at.stop = Some(Stop {
-                    position,
+            if taken >= room {
+                let stop = Stop {
+                    position: self.position,
                     state: before,
-                });
-                break;
+                };
+                return Ok((taken, Some(stop)));
             }
             *next = r.offset + 1;
             f(r);
             taken += 1;
         }
-        if taken_all {
-            // Skip offsets compaction removed from the end of the batch.
-            *next = (*next).max(header.next_offset() as u64);
-        }
+        *next = (*next).max(self.header.next_offset() as u64);
+        Ok((taken, None))
     }
-    Ok(taken)
 }
 
 /// Where a visit stopped inside a batch: the batch's file position and the
