@@ -448,7 +448,7 @@ impl PartitionShared {
             let active = self.segments.read().last().cloned();
             let started = Instant::now();
             let (result, file) = match active {
-                Some(segment) => sync_active(&segment, kept),
+                Some(segment) => self.sync_active(&segment, kept),
                 None => (Ok(()), None),
             };
             let took = started.elapsed();
@@ -474,6 +474,47 @@ impl PartitionShared {
                     return Err(e);
                 }
             }
+        }
+    }
+
+    /// Syncs the active segment through `kept` when it was taken for that
+    /// segment, else through [`Self::descriptor_of`]'s; returns the one to
+    /// keep.
+    fn sync_active(
+        &self,
+        segment: &Arc<Segment>,
+        kept: Option<SyncFile>,
+    ) -> (Result<()>, Option<SyncFile>) {
+        let kept = kept.filter(|k| std::ptr::eq(k.segment.as_ptr(), Arc::as_ptr(segment)));
+        let kept = match kept {
+            Some(kept) => kept,
+            None => match self.descriptor_of(segment) {
+                Ok(Some(file)) => SyncFile {
+                    segment: Arc::downgrade(segment),
+                    file,
+                    path: segment.log_path().to_path_buf(),
+                },
+                Ok(None) => return (Ok(()), None),
+                Err(e) => return (Err(e), None),
+            },
+        };
+        (crate::io::fdatasync(&kept.file, &kept.path), Some(kept))
+    }
+
+    /// A descriptor of `segment`'s log for `fdatasync`: the writer's own
+    /// while it still appends there (a partition keeps one file open),
+    /// else a new one (`None`: retention already deleted the segment).
+    fn descriptor_of(&self, segment: &Arc<Segment>) -> Result<Option<Arc<std::fs::File>>> {
+        let writers = self
+            .writer
+            .lock()
+            .active
+            .as_ref()
+            .filter(|w| Arc::ptr_eq(w.segment(), segment))
+            .map(SegmentWriter::shared_file);
+        match writers {
+            Some(file) => Ok(Some(file)),
+            None => Ok(segment.open_for_sync()?.map(Arc::new)),
         }
     }
 
@@ -538,6 +579,7 @@ impl PartitionShared {
         };
         let result = self.close_files(writer);
         drop(state);
+        self.sync.lock().file = None; // the writer's descriptor: close it now
         self.waiters.wake_all();
         result
     }
@@ -721,40 +763,22 @@ struct SyncState {
     last_group: u64,
     /// How long the last fdatasync took: bounds that wait.
     last_sync: Duration,
-    /// The active segment's log file, kept open between syncs (the leader
-    /// takes it while it syncs): opening and closing it for every group
-    /// cost two system calls per commit.
+    /// The active segment's log file (the writer's descriptor, shared),
+    /// kept between syncs (the leader takes it while it syncs): opening
+    /// and closing the file for every group cost two system calls per
+    /// commit.
     file: Option<SyncFile>,
 }
 
-/// A descriptor of the segment it was opened for. `Weak`, so a segment
+/// A descriptor of the segment it was taken for. `Weak`, so a segment
 /// retention deletes is not kept mapped by this; comparing pointers is
 /// sound because the `Weak` keeps the allocation from being reused.
 #[derive(Debug)]
 struct SyncFile {
     segment: Weak<Segment>,
-    file: std::fs::File,
+    file: Arc<std::fs::File>,
     /// The file's own path (errors name it; the crash simulator records it).
     path: PathBuf,
-}
-
-/// Syncs the active segment through `kept` when it was opened for that
-/// segment, else through a new descriptor; returns the one to keep.
-fn sync_active(segment: &Arc<Segment>, kept: Option<SyncFile>) -> (Result<()>, Option<SyncFile>) {
-    let kept = kept.filter(|k| std::ptr::eq(k.segment.as_ptr(), Arc::as_ptr(segment)));
-    let kept = match kept {
-        Some(kept) => kept,
-        None => match segment.open_for_sync() {
-            Ok(Some(file)) => SyncFile {
-                segment: Arc::downgrade(segment),
-                file,
-                path: segment.log_path().to_path_buf(),
-            },
-            Ok(None) => return (Ok(()), None),
-            Err(e) => return (Err(e), None),
-        },
-    };
-    (crate::io::fdatasync(&kept.file, &kept.path), Some(kept))
 }
 
 /// The longest a group-commit leader waits for its group to fill up.

@@ -242,7 +242,7 @@ impl SegmentWriter {
         let writer = SegmentWriter {
             segment: Arc::clone(&segment),
             map: write_map,
-            file,
+            file: Arc::new(file),
             capacity,
             allocated: len,
             populated: len,

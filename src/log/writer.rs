@@ -118,8 +118,9 @@ pub(crate) struct SegmentWriter {
     pub(super) segment: Arc<Segment>,
     /// Shared writable map of the whole capacity.
     pub(super) map: MmapRaw,
-    /// The active `.log` file: the one descriptor a partition keeps open.
-    pub(super) file: File,
+    /// The active `.log` file: the one descriptor a partition keeps open
+    /// (group commit syncs through it too, see [`Self::shared_file`]).
+    pub(super) file: Arc<File>,
     pub(super) capacity: u64,
     /// Bytes of the file with disk blocks reserved.
     pub(super) allocated: u64,
@@ -301,6 +302,17 @@ impl SegmentWriter {
             self.populated = target;
         }
         Ok(())
+    }
+
+    /// The segment this writer appends to.
+    pub fn segment(&self) -> &Arc<Segment> {
+        &self.segment
+    }
+
+    /// The `.log` file's descriptor, for group commit's `fdatasync`: sharing
+    /// it keeps a partition at one open descriptor.
+    pub fn shared_file(&self) -> Arc<File> {
+        Arc::clone(&self.file)
     }
 
     /// Seals the segment: final time-index entry, files trimmed to their
