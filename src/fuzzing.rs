@@ -179,6 +179,7 @@ pub fn decode_batch(data: &[u8]) {
         assert_eq!(d.value.as_deref(), r.value.as_deref());
         assert_eq!(Some(d.timestamp), r.timestamp);
     }
+    checked_batch_reads_back(&batch, &header, &decoded);
     let fix = input.u8() & 1 == 1;
     while !input.is_empty() {
         match input.u8() % 3 {
@@ -205,7 +206,9 @@ fn decode_batch_bytes(data: &[u8]) {
         Ok(header) => {
             assert_eq!(Ok(header), parsed, "check and parse_header disagree");
             assert!(header.total_len() <= data.len());
-            decode_both(&data[..header.total_len()], &header);
+            let batch = &data[..header.total_len()];
+            let decoded = decode_both(batch, &header);
+            checked_batch_reads_back(batch, &header, &decoded);
         }
         Err(_) => {
             // Decoders take any whole batch, checked or not (the read path
@@ -217,6 +220,45 @@ fn decode_batch_bytes(data: &[u8]) {
             }
         }
     }
+}
+
+/// What `ConsumerRecords` relies on to count a batch from its header and
+/// decode it later without a way to fail: once `check_records` passed, the
+/// read path's decoding (the inlined fast path, else the checked one)
+/// yields exactly `records_count` records, at increasing offsets below
+/// `next_offset()`, equal to what the checked decoder gave.
+fn checked_batch_reads_back(batch: &[u8], header: &BatchHeader, decoded: &[Result<Decoded, ()>]) {
+    if record::check_records(batch, header).is_err() {
+        return;
+    }
+    let mut views = record::record_views(batch, header).expect("a checked batch has views");
+    let mut offsets = Vec::new();
+    loop {
+        let r = match views.next_fast() {
+            Some(r) => r,
+            None => match views.next() {
+                Some(r) => r.expect("a checked batch decodes"),
+                None => break,
+            },
+        };
+        assert!(
+            r.offset < header.next_offset() as u64,
+            "offset past the batch"
+        );
+        assert!(
+            offsets.last().is_none_or(|&o| r.offset > o),
+            "offsets not rising"
+        );
+        let slow = decoded[offsets.len()]
+            .as_ref()
+            .expect("the checked decoder agrees");
+        assert_eq!(
+            (r.offset, r.key, r.value),
+            (slow.offset, slow.key.as_deref(), slow.value.as_deref())
+        );
+        offsets.push(r.offset);
+    }
+    assert_eq!(offsets.len(), header.records_count as usize, "record count");
 }
 
 static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
