@@ -150,20 +150,19 @@ fn partition0_reader(log: &Log, topic: &str) -> logbus::Consumer {
 pub fn read_consumer(log: &Log, topic: &str, expect: u64) -> Sample {
     let mut consumer = partition0_reader(log, topic);
     let start = Timer::start();
-    let (mut next, mut sum, mut touch) = (0u64, 0u64, 0u8);
-    while next < expect {
+    let mut walk = Walk::default();
+    while walk.next < expect {
         let recs = consumer.poll(Duration::from_millis(200)).expect("poll");
-        assert!(!recs.is_empty(), "poll returned nothing at offset {next}");
+        assert!(
+            !recs.is_empty(),
+            "poll returned nothing at offset {}",
+            walk.next
+        );
         for r in &recs {
-            assert_eq!(r.offset, next, "out of order");
-            let v = r.value.unwrap();
-            sum += v.len() as u64;
-            touch ^= v[v.len() - 1];
-            next += 1;
+            walk.record(r.offset, r.value);
         }
     }
-    std::hint::black_box((sum, touch));
-    start.sample(next)
+    walk.finish(start)
 }
 
 /// As [`read_consumer`], but iterating the `ConsumerRecords` by value:
@@ -173,20 +172,19 @@ pub fn read_consumer(log: &Log, topic: &str, expect: u64) -> Sample {
 pub fn read_consumer_owned(log: &Log, topic: &str, expect: u64) -> Sample {
     let mut consumer = partition0_reader(log, topic);
     let start = Timer::start();
-    let (mut next, mut sum, mut touch) = (0u64, 0u64, 0u8);
-    while next < expect {
+    let mut walk = Walk::default();
+    while walk.next < expect {
         let recs = consumer.poll(Duration::from_millis(200)).expect("poll");
-        assert!(!recs.is_empty(), "poll returned nothing at offset {next}");
+        assert!(
+            !recs.is_empty(),
+            "poll returned nothing at offset {}",
+            walk.next
+        );
         for r in recs {
-            assert_eq!(r.offset, next, "out of order");
-            let v = r.value.as_deref().unwrap();
-            sum += v.len() as u64;
-            touch ^= v[v.len() - 1];
-            next += 1;
+            walk.record(r.offset, r.value.as_deref());
         }
     }
-    std::hint::black_box((sum, touch));
-    start.sample(next)
+    walk.finish(start)
 }
 
 /// Reads partition 0 from offset 0 with `Consumer::poll_each` (borrowed
@@ -195,21 +193,16 @@ pub fn read_consumer_owned(log: &Log, topic: &str, expect: u64) -> Sample {
 pub fn read_consumer_each(log: &Log, topic: &str, expect: u64) -> Sample {
     let mut consumer = partition0_reader(log, topic);
     let start = Timer::start();
-    let (mut next, mut sum, mut touch) = (0u64, 0u64, 0u8);
-    while next < expect {
+    let mut walk = Walk::default();
+    while walk.next < expect {
         let n = consumer
             .poll_each(Duration::from_millis(200), |_, r| {
-                assert_eq!(r.offset, next, "out of order");
-                let v = r.value.unwrap();
-                sum += v.len() as u64;
-                touch ^= v[v.len() - 1];
-                next += 1;
+                walk.record(r.offset, r.value)
             })
             .expect("poll_each");
-        assert!(n > 0, "poll_each returned nothing at offset {next}");
+        assert!(n > 0, "poll_each returned nothing at offset {}", walk.next);
     }
-    std::hint::black_box((sum, touch));
-    start.sample(next)
+    walk.finish(start)
 }
 
 /// Every record through `FetchedBatches::records` (borrowed views, CRC
@@ -219,20 +212,41 @@ pub fn read_consumer_each(log: &Log, topic: &str, expect: u64) -> Sample {
 #[inline(never)] // a frame of its own in profiles
 pub fn read_views(p: &Partition, expect: u64) -> Sample {
     let start = Timer::start();
-    let (mut next, mut sum, mut touch) = (0u64, 0u64, 0u8);
-    while next < expect {
-        let f = p.fetch(next, 1 << 20).expect("fetch");
+    let mut walk = Walk::default();
+    while walk.next < expect {
+        let f = p.fetch(walk.next, 1 << 20).expect("fetch");
         for r in f.records() {
             let r = r.expect("record");
-            assert_eq!(r.offset, next, "out of order");
-            let v = r.value.unwrap();
-            sum += v.len() as u64;
-            touch ^= v[v.len() - 1];
-            next += 1;
+            walk.record(r.offset, r.value);
         }
     }
-    std::hint::black_box((sum, touch));
-    start.sample(next)
+    walk.finish(start)
+}
+
+/// What every in-order reader does per record: checks that offsets come in
+/// order from 0 and touches the value (its length and last byte), so no
+/// read is optimised away.
+#[derive(Default)]
+struct Walk {
+    next: u64,
+    sum: u64,
+    touch: u8,
+}
+
+impl Walk {
+    #[inline(always)]
+    fn record(&mut self, offset: u64, value: Option<&[u8]>) {
+        assert_eq!(offset, self.next, "out of order");
+        let v = value.unwrap();
+        self.sum += v.len() as u64;
+        self.touch ^= v[v.len() - 1];
+        self.next += 1;
+    }
+
+    fn finish(self, start: Timer) -> Sample {
+        std::hint::black_box((self.sum, self.touch));
+        start.sample(self.next)
+    }
 }
 
 /// Raw batches with `Partition::fetch` (1 MiB per call): walks the batch

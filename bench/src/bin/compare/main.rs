@@ -403,58 +403,46 @@ fn logbus_batch(c: &Ctx<'_>, t: &mut Table, size: usize) {
     // process that has been running does, and as the baseline read()s a
     // warm page cache.
     std::hint::black_box(lb::read_fetch(&p, n));
-    let a0 = alloc::count();
-    let s = lb::read_consumer(&log, "t", n);
-    let poll_allocs = (alloc::count() - a0) as f64 / n as f64;
-    t.add(
-        row(
-            sr,
-            &format!("logbus Consumer::poll, {l}"),
-            size,
-            Some(r),
+    // Each in-order reader with its allocations per record (counted on the
+    // reading thread), reported in the memory section after the table's
+    // read rows.
+    type Read<'a> = &'a dyn Fn() -> Sample;
+    let readers: [(&str, &str, &str, Read<'_>); 4] = [
+        (
+            "Consumer::poll",
+            "Consumer::poll",
             "borrowed records (for r in &records), max_poll_records 10000",
+            &|| lb::read_consumer(&log, "t", n),
         ),
-        s,
-    );
-    let a0 = alloc::count();
-    let s = lb::read_consumer_owned(&log, "t", n);
-    let owned_allocs = (alloc::count() - a0) as f64 / n as f64;
-    t.add(
-        row(
-            sr,
-            &format!("logbus Consumer::poll, owned records (into_iter), {l}"),
-            size,
-            Some(r),
+        (
+            "Consumer::poll, owned records (into_iter)",
+            "Consumer::poll owned (into_iter)",
             "for r in records: ConsumerRecord, max_poll_records 10000",
+            &|| lb::read_consumer_owned(&log, "t", n),
         ),
-        s,
-    );
-    let a0 = alloc::count();
-    let s = lb::read_consumer_each(&log, "t", n);
-    let each_allocs = (alloc::count() - a0) as f64 / n as f64;
-    t.add(
-        row(
-            sr,
-            &format!("logbus Consumer::poll_each, {l}"),
-            size,
-            Some(r),
+        (
+            "Consumer::poll_each",
+            "Consumer::poll_each",
             "borrowed records, max_poll_records 10000",
+            &|| lb::read_consumer_each(&log, "t", n),
         ),
-        s,
-    );
-    let a0 = alloc::count();
-    let s = lb::read_views(&p, n);
-    let view_allocs = (alloc::count() - a0) as f64 / n as f64;
-    t.add(
-        row(
-            sr,
-            &format!("logbus FetchedBatches::records, {l}"),
-            size,
-            Some(r),
+        (
+            "FetchedBatches::records",
+            "FetchedBatches",
             "borrowed records, 1 MiB fetches",
+            &|| lb::read_views(&p, n),
         ),
-        s,
-    );
+    ];
+    let mut allocs = Vec::new();
+    for (name, short, note, read) in readers {
+        let a0 = alloc::count();
+        let s = read();
+        allocs.push((short, (alloc::count() - a0) as f64 / n as f64));
+        t.add(
+            row(sr, &format!("logbus {name}, {l}"), size, Some(r), note),
+            s,
+        );
+    }
     t.add(
         row(
             sr,
@@ -466,46 +454,18 @@ fn logbus_batch(c: &Ctx<'_>, t: &mut Table, size: usize) {
         lb::read_fetch(&p, n),
     );
     log.close().unwrap();
-    t.add(
-        row(
-            Section::Memory,
-            &format!("allocations per record, Consumer::poll, {l}"),
-            size,
-            None,
-            "value = heap allocations / records, reading thread",
-        ),
-        Sample::value(poll_allocs),
-    );
-    t.add(
-        row(
-            Section::Memory,
-            &format!("allocations per record, Consumer::poll owned (into_iter), {l}"),
-            size,
-            None,
-            "value = heap allocations / records, reading thread",
-        ),
-        Sample::value(owned_allocs),
-    );
-    t.add(
-        row(
-            Section::Memory,
-            &format!("allocations per record, FetchedBatches, {l}"),
-            size,
-            None,
-            "value = heap allocations / records, reading thread",
-        ),
-        Sample::value(view_allocs),
-    );
-    t.add(
-        row(
-            Section::Memory,
-            &format!("allocations per record, Consumer::poll_each, {l}"),
-            size,
-            None,
-            "value = heap allocations / records, reading thread",
-        ),
-        Sample::value(each_allocs),
-    );
+    for (short, per_record) in allocs {
+        t.add(
+            row(
+                Section::Memory,
+                &format!("allocations per record, {short}, {l}"),
+                size,
+                None,
+                "value = heap allocations / records, reading thread",
+            ),
+            Sample::value(per_record),
+        );
+    }
 }
 
 fn single(c: &Ctx<'_>, t: &mut Table) {
